@@ -1,0 +1,5 @@
+import sys
+
+from kdtl.cli import main
+
+sys.exit(main())

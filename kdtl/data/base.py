@@ -1,0 +1,98 @@
+"""What every dataset returns, and the split helpers they share."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kdtl.registry import Registry
+
+DATASETS: Registry = Registry("data")
+
+
+@dataclass
+class Split:
+    """Raw examples of one split: ``inputs`` (an array, or a dict of arrays
+    for several fields) and integer ``labels`` in [0, num_classes)."""
+
+    inputs: Any
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, indices: np.ndarray) -> "Split":
+        return Split(_take(self.inputs, indices), self.labels[indices])
+
+
+def _take(inputs: Any, indices: np.ndarray) -> Any:
+    if isinstance(inputs, dict):
+        return {key: value[indices] for key, value in inputs.items()}
+    return inputs[indices]
+
+
+@dataclass
+class DataBundle:
+    name: str
+    kind: str
+    """'features' (float vectors), 'image' (uint8 HxWxC) or 'text' (str)."""
+    num_classes: int
+    class_names: list[str]
+    train: Split
+    validation: Split
+    test: Split
+    input_shape: tuple | None = None
+    source: str = ""
+    """Where the examples came from, for the summary."""
+    fingerprint: str = ""
+    """Changes whenever the examples or their split change; keys caches."""
+    info: dict = field(default_factory=dict)
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held_out) with ``fraction`` of each class held out.
+
+    Deterministic for a given seed; each index list is sorted so the result
+    does not depend on the order classes are visited in.
+    """
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        count = int(round(fraction * members.size))
+        held.append(rng.permutation(members)[:count])
+    held_out = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+    mask = np.ones(labels.shape[0], bool)
+    mask[held_out] = False
+    return np.flatnonzero(mask), held_out
+
+
+def stratified_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of at most ``limit`` examples with class proportions kept."""
+    if limit is None or limit >= labels.shape[0]:
+        return np.arange(labels.shape[0])
+    _, chosen = stratified_split(labels, limit / labels.shape[0], seed)
+    return chosen
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of arrays and plain values."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(str((part.dtype, part.shape)).encode())
+            digest.update(np.ascontiguousarray(part).tobytes() if part.dtype != object
+                          else "\x00".join(map(str, part.tolist())).encode())
+        elif isinstance(part, dict):
+            for key in sorted(part):
+                digest.update(key.encode())
+                digest.update(fingerprint(part[key]).encode())
+        else:
+            digest.update(repr(part).encode())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,34 @@
+"""Registries and the common return type of model factories."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import keras
+
+from kdtl.registry import Registry
+
+TEACHERS: Registry = Registry("teacher")
+STUDENTS: Registry = Registry("student")
+
+
+def identity(inputs: Any) -> Any:
+    return inputs
+
+
+@dataclass
+class BuiltModel:
+    model: keras.Model
+    encode: Callable[[Any], Any] = identity
+    """Raw split inputs (numpy) -> this model's inputs (numpy), run once per split."""
+    info: dict = field(default_factory=dict)
+    """Facts worth reporting (tokenizer, pretrained weights used, ...)."""
+
+
+def build_teacher(cfg, data) -> BuiltModel:
+    return TEACHERS.get(cfg.name).factory(cfg, data)
+
+
+def build_student(cfg, data) -> BuiltModel:
+    return STUDENTS.get(cfg.name).factory(cfg, data)

@@ -1,0 +1,257 @@
+"""``train(cfg, run_dir) -> summary``: one run, top to bottom.
+
+data -> teacher (trained or fine-tuned once, then stored) -> student ->
+Distiller.fit (checkpoint every epoch, resumable) -> best epoch -> test ->
+``student.keras`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from omegaconf import DictConfig, OmegaConf
+
+import kdtl
+from kdtl import checkpoint, console, logit_cache, optimizers, precision, teachers
+from kdtl.callbacks import SHOWN, ProgressBar, RunRecorder, truncate_metrics
+from kdtl.data import DATASETS
+from kdtl.distiller import Distiller
+from kdtl.errors import ModelError, UserError
+from kdtl.models import build_student
+from kdtl.pipeline import eval_dataset, train_dataset
+
+# Settings that do not change what a run computes: a resumed run may differ in them.
+NOT_HASHED = ("paths", "trainer.resume", "trainer.progress")
+RUN_FILES = ("checkpoints", "metrics.jsonl", "summary.json", "student.keras", "tensorboard", "config.yaml")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("paths", None)
+    for key in ("resume", "progress"):
+        plain.get("trainer", {}).pop(key, None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def versions() -> dict[str, str]:
+    return {"kdtl": kdtl.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def machine() -> dict[str, Any]:
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return {"platform": platform.platform(), "processor": platform.machine(),
+            "cpu_count": os.cpu_count(), "gpus": gpus}
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _live(cfg) -> bool:
+    mode = cfg.trainer.progress
+    return mode == "bar" or (mode == "auto" and console.interactive())
+
+
+def _logit_source(cfg, augmented: bool) -> str:
+    mode = cfg.distill.teacher_logits
+    if mode == "auto":
+        return "online" if augmented else "cached"
+    if mode == "cached" and augmented:
+        raise UserError("distill.teacher_logits=cached with augmented training inputs would pair "
+                        "each augmented view with the logits of another; use online (or turn "
+                        "augmentation off)")
+    return mode
+
+
+def _start_or_resume(cfg, run_dir: Path, digest: str) -> Path | None:
+    """The last checkpoint to resume from (``None`` to start fresh)."""
+    last = checkpoint.find(run_dir / "checkpoints" / "last")
+    if last is None or not cfg.trainer.resume:
+        for name in RUN_FILES:
+            target = run_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        return None
+    state = checkpoint.read_state(last)
+    if state.get("config_hash") != digest:
+        raise UserError(f"run folder {run_dir} holds a run with a different config; "
+                        "pass trainer.resume=false to start it over, or choose another hydra.run.dir")
+    return last
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Runs (or resumes, or reports) the run described by ``cfg`` in ``run_dir``."""
+    wall_started = time.perf_counter()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    digest = config_hash(cfg)
+    summary_path = run_dir / "summary.json"
+    if cfg.trainer.resume and summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("config_hash") == digest:
+            console.info(f"run already finished: {summary_path}")
+            return summary
+    resume_from = _start_or_resume(cfg, run_dir, digest)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    live = _live(cfg)
+    console.config_tree(cfg, title=f"kdtl {kdtl.__version__}: {run_dir}")
+
+    policy, why = precision.resolve(cfg.trainer.precision)
+    precision.apply(policy)
+    console.info(f"precision: {policy} ({why})")
+
+    data = DATASETS.get(cfg.data.name).factory.load(cfg.data, cfg.paths)
+    console.info(f"data: {data.name} from {data.source}; " +
+                 ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()))
+
+    alpha = cfg.distill.alpha
+    # Direct training needs no teacher: report a stored one, but train none.
+    teacher = teachers.prepare(cfg, data, policy, live, train_if_missing=alpha > 0)
+
+    keras.utils.set_random_seed(cfg.trainer.seed)
+    student = build_student(cfg.student, data)
+    if student.model.output_shape[-1] != data.num_classes:
+        raise ModelError(f"student outputs {student.model.output_shape[-1]} classes but the data "
+                         f"has {data.num_classes}")
+    if teacher is not None and teacher.model.count_params() < student.model.count_params():
+        console.info("[yellow]warning:[/yellow] the student has more parameters than the teacher")
+    inputs = {name: student.encode(getattr(data, name).inputs)
+              for name in ("train", "validation", "test")}
+
+    augment = student.info.get("augment")
+    logit_source = _logit_source(cfg, augmented=augment is not None) if alpha > 0 else "none"
+    teacher_train_inputs = train_logits = validation_logits = None
+    shared = False
+    if alpha > 0:
+        folder = logit_cache.cache_folder(cfg.paths.cache_dir, teacher.key, data.fingerprint)
+        expected = {"teacher_key": teacher.key, "data_fingerprint": data.fingerprint}
+
+        def compute(split):
+            return lambda: teachers.logits(teacher, getattr(data, split).inputs,
+                                           cfg.trainer.eval_batch_size)
+
+        validation_logits = logit_cache.load_or_compute(folder, "validation", expected, compute("validation"))
+        if logit_source == "cached":
+            train_logits = logit_cache.load_or_compute(folder, "train", expected, compute("train"))
+        else:
+            shared = teacher.built.encode is student.encode
+            teacher_train_inputs = None if shared else teacher.built.encode(data.train.inputs)
+
+    train_ds, steps = train_dataset(
+        inputs["train"], data.train.labels, batch_size=cfg.trainer.batch_size,
+        seed=cfg.trainer.seed, epochs=cfg.trainer.epochs,
+        initial_epoch=checkpoint.read_state(resume_from)["epoch"] if resume_from else 0,
+        teacher_inputs=teacher_train_inputs, teacher_logits=train_logits, augment=augment,
+        shared_inputs=shared)
+    validation_ds = eval_dataset(inputs["validation"], data.validation.labels,
+                                 batch_size=cfg.trainer.eval_batch_size,
+                                 teacher_logits=validation_logits)
+    optimizer = optimizers.build(cfg.optimizer, steps, cfg.trainer.epochs)
+    online_teacher = teacher.model if logit_source == "online" else None
+    distiller = Distiller(student.model, online_teacher, alpha=alpha,
+                          temperature=cfg.distill.temperature)
+    distiller.compile(optimizer=optimizer, jit_compile=cfg.trainer.jit_compile)
+
+    state: dict[str, Any] = {}
+    if resume_from is not None:
+        state = checkpoint.restore(resume_from, student.model, optimizer)
+        truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
+        console.info(f"resuming after epoch {state['epoch']} from {resume_from}")
+    initial_epoch = state.get("epoch", 0)
+    console.info(f"student: {cfg.student.name} ({student.model.count_params():,} parameters); "
+                 f"alpha={alpha} temperature={cfg.distill.temperature} teacher logits: {logit_source}")
+
+    fit_started = time.perf_counter()
+    if initial_epoch < cfg.trainer.epochs:
+        callbacks = [
+            RunRecorder(run_dir, student.model, len(data.train), cfg.trainer.monitor, state, digest),
+            keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")),
+            ProgressBar("student", cfg.trainer.epochs, steps, live,
+                        SHOWN if alpha > 0 else ("loss", "accuracy")),
+        ]
+        distiller.fit(train_ds, epochs=cfg.trainer.epochs, initial_epoch=initial_epoch,
+                      steps_per_epoch=steps, validation_data=validation_ds, callbacks=callbacks,
+                      shuffle=False, verbose=0)
+    fit_seconds = time.perf_counter() - fit_started
+
+    best = checkpoint.find(run_dir / "checkpoints" / "best")
+    best_state = checkpoint.read_state(best) if best else {}
+    if best is not None:
+        student.model.load_weights(best / checkpoint.WEIGHTS)
+    test_ds = eval_dataset(inputs["test"], data.test.labels, batch_size=cfg.trainer.eval_batch_size)
+    test = distiller.evaluate(test_ds, verbose=0, return_dict=True)
+    student_path = run_dir / "student.keras"
+    student.model.save(student_path)
+
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    summary = {
+        "task": cfg.task.name,
+        "run_dir": str(run_dir),
+        "status": "finished",
+        "config_hash": digest,
+        "alpha": alpha,
+        "temperature": cfg.distill.temperature,
+        "teacher_logits": logit_source,
+        "seed": cfg.trainer.seed,
+        "epochs": len(history),
+        "best_epoch": best_state.get("best_epoch"),
+        "monitor": cfg.trainer.monitor,
+        "student": {
+            "name": cfg.student.name,
+            "parameters": int(student.model.count_params()),
+            "saved_bytes": student_path.stat().st_size,
+            "validation_accuracy": best_state.get("best") if cfg.trainer.monitor == "val_accuracy"
+            else history[best_state["best_epoch"] - 1]["validation"].get("accuracy") if best_state else None,
+            "test_accuracy": float(test["accuracy"]),
+            "test_loss": float(test["student_loss"]),
+        },
+        "teacher": None if teacher is None else {
+            "name": cfg.teacher.name,
+            "key": teacher.key,
+            "source": teacher.source,
+            "path": str(teacher.path) if teacher.path else None,
+            "parameters": int(teacher.model.count_params()),
+            "validation_accuracy": teacher.metrics.get("validation_accuracy"),
+            "test_accuracy": teacher.metrics.get("test_accuracy"),
+        },
+        "data": {"name": data.name, "source": data.source, "fingerprint": data.fingerprint,
+                 **data.sizes()},
+        "precision": policy,
+        "fit_seconds": round(fit_seconds, 1),
+        "wall_seconds": round(time.perf_counter() - wall_started, 1),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": versions(),
+        "machine": machine(),
+    }
+    _write_json(summary_path, summary)
+    _print_results(summary)
+    return summary
+
+
+def _print_results(summary: dict) -> None:
+    rows = []
+    teacher = summary["teacher"]
+    if teacher:
+        rows.append(["teacher " + teacher["name"], f"{teacher['parameters']:,}",
+                     teacher["validation_accuracy"], teacher["test_accuracy"]])
+    student = summary["student"]
+    what = "student (direct)" if summary["alpha"] == 0 else f"student (distilled, alpha={summary['alpha']})"
+    rows.append([f"{what} {student['name']}", f"{student['parameters']:,}",
+                 student["validation_accuracy"], student["test_accuracy"]])
+    console.table(f"results: {summary['run_dir']}", ["model", "parameters", "val accuracy", "test accuracy"],
+                  rows)
