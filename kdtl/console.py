@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from typing import Any, Iterable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from rich.markup import escape
 from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
@@ -56,8 +58,9 @@ def config_tree(cfg: DictConfig, title: str = "config") -> None:
             if isinstance(value, DictConfig):
                 add(branch.add(f"[cyan]{key}[/cyan]"), value)
             else:
-                text = OmegaConf.to_yaml({key: value}).strip() if not isinstance(value, str) else f"{key}: {value}"
-                branch.add(text.replace("\n", " ").replace("[", "\\["))
+                if isinstance(value, ListConfig):
+                    value = json.dumps(OmegaConf.to_container(value))
+                branch.add(escape(f"{key}: {value}"))
 
     add(tree, cfg)
     console.print(tree)

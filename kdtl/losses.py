@@ -34,8 +34,12 @@ class DistillationLoss:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         self.alpha = float(alpha)
         self.temperature = float(temperature)
-        # Keras' implementation of the temperature-softened KL times T^2.
-        self.soft = LogitsDistillation(temperature=self.temperature, loss="kl_divergence")
+        # Keras' implementation of the temperature-softened KL times T^2. It
+        # must get a KLDivergence *instance*: given the string "kl_divergence"
+        # (its default) it resolves to the bare function, skips the softmax
+        # and the T^2 factor, and computes KL on raw logits (Keras 3.15).
+        self.soft = LogitsDistillation(temperature=self.temperature,
+                                       loss=keras.losses.KLDivergence())
         self.hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def student_loss(self, labels, student_logits):

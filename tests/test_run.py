@@ -1,0 +1,173 @@
+"""A whole synthetic run: the files it writes, determinism, reuse and resume."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from kdtl.train import train
+from tests.conftest import TINY, compose_config, kdtl_env
+
+VOLATILE = ("seconds", "samples_per_s")
+
+
+def _metrics(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in VOLATILE} for line in lines]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One tiny run shared by the content checks below."""
+    root = tmp_path_factory.mktemp("run")
+    cfg = compose_config([*TINY, f"paths.cache_dir={root / 'cache'}"])
+    summary = train(cfg, root / "run")
+    return root / "run", summary, cfg
+
+
+def test_run_writes_every_file(finished_run):
+    run_dir, summary, cfg = finished_run
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "student.keras",
+                 "checkpoints/best/student.weights.h5", "checkpoints/last/student.weights.h5",
+                 "checkpoints/last/optimizer.npz", "checkpoints/last/state.json"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert list((run_dir / "tensorboard" / "validation").glob("events.out.tfevents.*"))
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["distill"]["alpha"] == cfg.distill.alpha
+
+
+def test_metrics_file_has_one_sane_line_per_epoch(finished_run):
+    run_dir, _, cfg = finished_run
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == list(range(1, cfg.trainer.epochs + 1))
+    for line in lines:
+        for key in ("loss", "student_loss", "distillation_loss", "accuracy"):
+            assert np.isfinite(line["train"][key])
+        assert 0 <= line["validation"]["accuracy"] <= 1
+        assert line["train"]["distillation_loss"] > 0  # alpha > 0 and the student is not the teacher
+        assert line["learning_rate"] >= 0 and line["seconds"] > 0 and line["samples_per_s"] > 0
+    # The cosine schedule decays.
+    assert lines[-1]["learning_rate"] < lines[0]["learning_rate"]
+
+
+def test_summary_agrees_with_the_saved_student(finished_run):
+    run_dir, summary, cfg = finished_run
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["student"]["test_accuracy"] == summary["student"]["test_accuracy"]
+    assert on_disk["epochs"] == cfg.trainer.epochs
+    assert 1 <= on_disk["best_epoch"] <= cfg.trainer.epochs
+    assert on_disk["teacher"]["parameters"] > on_disk["student"]["parameters"]
+    assert on_disk["precision"] in ("float32", "mixed_bfloat16")
+    for key in ("tensorflow", "keras", "kdtl"):
+        assert on_disk["versions"][key]
+    # student.keras loads after `import kdtl` and scores what the summary says.
+    from kdtl.data import DATASETS
+
+    data = DATASETS.get("synthetic").factory.load(cfg.data, cfg.paths)
+    model = keras.saving.load_model(run_dir / "student.keras")
+    predictions = model.predict(data.test.inputs, verbose=0).argmax(-1)
+    accuracy = float((predictions == data.test.labels).mean())
+    assert accuracy == pytest.approx(summary["student"]["test_accuracy"], abs=1e-6)
+    # The best epoch's validation accuracy is the best in metrics.jsonl.
+    best = max(json.loads(l)["validation"]["accuracy"]
+               for l in (run_dir / "metrics.jsonl").read_text().splitlines())
+    assert summary["student"]["validation_accuracy"] == pytest.approx(best)
+
+
+def test_same_seed_same_metrics_and_teacher_reuse(tmp_path):
+    first = train(compose_config(TINY), tmp_path / "a")
+    assert first["teacher"]["source"] == "trained"
+    second = train(compose_config(TINY), tmp_path / "b")  # same cache: the teacher is reused
+    assert second["teacher"]["source"] == "store"
+    assert second["teacher"]["key"] == first["teacher"]["key"]
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    assert first["student"]["test_accuracy"] == second["student"]["test_accuracy"]
+    other = train(compose_config([*TINY, "trainer.seed=7"]), tmp_path / "c")
+    assert other["teacher"]["key"] != first["teacher"]["key"]
+
+
+def test_rerun_of_finished_run_does_no_work(tmp_path):
+    cfg = compose_config(TINY)
+    first = train(cfg, tmp_path / "run")
+    mtime = (tmp_path / "run" / "student.keras").stat().st_mtime
+    again = train(cfg, tmp_path / "run")
+    assert again == first
+    assert (tmp_path / "run" / "student.keras").stat().st_mtime == mtime
+
+
+def test_direct_training_trains_no_teacher(tmp_path):
+    summary = train(compose_config([*TINY, "distill.alpha=0"]), tmp_path / "run")
+    assert summary["teacher"] is None
+    assert summary["teacher_logits"] == "none"
+    assert not (tmp_path / "cache" / "teachers").exists()
+    assert all(line["train"]["distillation_loss"] == 0 for line in _metrics(tmp_path / "run"))
+
+
+def test_online_and_cached_teacher_logits_give_the_same_run(tmp_path):
+    cached = train(compose_config([*TINY, "distill.teacher_logits=cached"]), tmp_path / "cached")
+    online = train(compose_config([*TINY, "distill.teacher_logits=online"]), tmp_path / "online")
+    a, b = _metrics(tmp_path / "cached"), _metrics(tmp_path / "online")
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x["train"]["loss"], y["train"]["loss"], rtol=2e-3)
+    assert abs(cached["student"]["test_accuracy"] - online["student"]["test_accuracy"]) <= 0.01
+
+
+SLOW_ENOUGH = ["data.num_train=30000", "trainer.epochs=12", "teacher.training.epochs=1",
+               "trainer.progress=lines"]
+
+
+def _kdtl(tmp_path, *overrides, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "kdtl", "train", *overrides],
+                            env=kdtl_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def test_resume_after_sigkill_finishes_the_epochs(tmp_path):
+    """Kill -9 mid-run, rerun the same command: it continues, loses at most
+    the epoch in flight, and ends like an uninterrupted run."""
+    run_dir = tmp_path / "runs" / "synthetic" / ",".join(sorted(SLOW_ENOUGH[:3]))
+    process = _kdtl(tmp_path, *SLOW_ENOUGH)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = len(metrics.read_text().splitlines())
+    assert 3 <= killed_at < 12, "the run was not killed mid-way"
+
+    resumed = _kdtl(tmp_path, *SLOW_ENOUGH)
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+    assert "resuming after epoch" in output
+    epochs = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
+    assert epochs == list(range(1, 13))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs"] == 12
+
+    straight = _kdtl(tmp_path, *SLOW_ENOUGH, "hydra.run.dir=straight")
+    output, _ = straight.communicate(timeout=300)
+    assert straight.returncode == 0, output
+    reference = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    assert abs(summary["student"]["test_accuracy"] - reference["student"]["test_accuracy"]) <= 0.01
+
+
+def test_multirun_sweeps_alpha(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "kdtl", "train", "-m", "distill.alpha=0,0.7", *TINY,
+         "hydra.sweep.dir=sweep"],
+        env=kdtl_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summaries = sorted((tmp_path / "sweep").glob("*/summary.json"))
+    assert len(summaries) == 2
+    alphas = sorted(json.loads(p.read_text())["alpha"] for p in summaries)
+    assert alphas == [0.0, 0.7]
