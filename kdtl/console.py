@@ -15,7 +15,9 @@ from rich.table import Table
 from rich.tree import Tree
 
 # soft_wrap: long lines stay whole in logs instead of wrapping at 80 columns.
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+# Tables get 120 columns in logs rather than rich's default of 80.
+console = Console(stderr=True, highlight=False, soft_wrap=True,
+                  width=None if sys.stderr.isatty() else 120)
 
 
 @contextlib.contextmanager
