@@ -87,7 +87,7 @@ def _fit(built: BuiltModel, cfg, data, live: bool) -> None:
     train_inputs = built.encode(data.train.inputs)
     dataset, steps = train_dataset(train_inputs, data.train.labels, batch_size=training.batch_size,
                                    seed=cfg.trainer.seed + 1, epochs=training.epochs,
-                                   augment=built.info.get("augment"))
+                                   augment=data.augment)
     optimizer_cfg = OmegaConf.merge(cfg.optimizer, {
         "learning_rate": training.learning_rate, "weight_decay": training.weight_decay,
         "warmup_epochs": 0.0})

@@ -133,7 +133,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     inputs = {name: student.encode(getattr(data, name).inputs)
               for name in ("train", "validation", "test")}
 
-    augment = student.info.get("augment")
+    augment = data.augment
     logit_source = _logit_source(cfg, augmented=augment is not None) if alpha > 0 else "none"
     teacher_train_inputs = train_logits = validation_logits = None
     shared = False

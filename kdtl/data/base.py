@@ -49,6 +49,9 @@ class DataBundle:
     """Where the examples came from, for the summary."""
     fingerprint: str = ""
     """Changes whenever the examples or their split change; keys caches."""
+    augment: Any = None
+    """``augment(batch, example_indices, epoch) -> batch`` for training batches
+    (tf ops, deterministic in its arguments), or ``None``."""
     info: dict = field(default_factory=dict)
 
     def sizes(self) -> dict[str, int]:
@@ -96,3 +99,24 @@ def fingerprint(*parts: Any) -> str:
         else:
             digest.update(repr(part).encode())
     return digest.hexdigest()[:16]
+
+
+def make_splits(train_all: Split, test: Split, cfg) -> tuple[Split, Split, Split]:
+    """Carves validation out of train (stratified, ``cfg.split_seed``) and
+    applies ``limit_train`` / ``limit_val`` / ``limit_test`` (stratified)."""
+    kept, held = stratified_split(train_all.labels, cfg.validation_fraction, cfg.split_seed)
+    train, validation = train_all.take(kept), train_all.take(held)
+    train = train.take(stratified_subset(train.labels, cfg.limit_train, cfg.split_seed))
+    validation = validation.take(stratified_subset(validation.labels, cfg.limit_val, cfg.split_seed))
+    test = test.take(stratified_subset(test.labels, cfg.limit_test, cfg.split_seed))
+    return train, validation, test
+
+
+def check_split_settings(cfg) -> None:
+    from kdtl.errors import ConfigError
+
+    if not 0 < cfg.validation_fraction < 1:
+        raise ConfigError(f"data.validation_fraction must be in (0, 1), got {cfg.validation_fraction}")
+    for key in ("limit_train", "limit_val", "limit_test"):
+        if cfg[key] is not None and cfg[key] < 1:
+            raise ConfigError(f"data.{key} must be >= 1 or null, got {cfg[key]}")

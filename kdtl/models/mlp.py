@@ -16,7 +16,8 @@ from kdtl.models.base import STUDENTS, TEACHERS, BuiltModel
 @dataclass
 class MLPStudentConfig:
     name: str = MISSING
-    num_classes: int = MISSING
+    num_classes: Optional[int] = None
+    """null: as many as the data has."""
     hidden_units: List[int] = MISSING
     dropout: float = MISSING
 
@@ -49,7 +50,7 @@ def _build(cfg, data, name: str) -> BuiltModel:
     if any(units <= 0 for units in cfg.hidden_units):
         raise ConfigError(f"{name}.hidden_units must all be > 0, got {list(cfg.hidden_units)}")
     num_features = data.input_shape[0]
-    return BuiltModel(mlp(num_features, cfg.num_classes, cfg.hidden_units, cfg.dropout, f"{name}_mlp"))
+    return BuiltModel(mlp(num_features, cfg.num_classes or data.num_classes, cfg.hidden_units, cfg.dropout, f"{name}_mlp"))
 
 
 @TEACHERS.register("mlp", schema=MLPTeacherConfig)
