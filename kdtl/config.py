@@ -171,6 +171,11 @@ def _check_values(cfg: DictConfig) -> None:
          f"optimizer.schedule must be one of {', '.join(SCHEDULES)}, got {o.schedule!r}")
     need(0 <= o.warmup_epochs < t.epochs,
          f"optimizer.warmup_epochs must be in [0, trainer.epochs), got {o.warmup_epochs}")
+    augment = cfg.data.get("augment")
+    if d.teacher_logits == "cached" and d.alpha > 0 and augment is not None and (
+            augment.get("crop_padding") or augment.get("flip")):
+        raise ConfigError("distill.teacher_logits=cached would pair each augmented view with the "
+                          "logits of another; use online or auto (or turn data.augment off)")
     for who in ("teacher", "student"):
         classes = cfg[who].get("num_classes")
         need(classes is None or classes == cfg.data.num_classes,

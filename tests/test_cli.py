@@ -27,6 +27,8 @@ BAD = {
     "sweep with one bad member": (["-m", "distill.alpha=0.5,2"], "job distill.alpha=2"),
     "unknown experiment": (["experiment=nope"], "available:"),
     "sweep value without -m": (["distill.alpha=0.1,0.5"], "Ambiguous value"),
+    "cached logits with augmentation": (["task=cifar10", "distill.teacher_logits=cached",
+                                         "data.path=."], "augmented view"),
 }
 
 

@@ -171,3 +171,17 @@ def test_multirun_sweeps_alpha(tmp_path):
     assert len(summaries) == 2
     alphas = sorted(json.loads(p.read_text())["alpha"] for p in summaries)
     assert alphas == [0.0, 0.7]
+
+
+def test_tiny_image_task_with_augmentation_and_online_teacher(tmp_path):
+    from tests.test_data import tar, write_images
+
+    archive = tar(write_images(tmp_path / "pets", size=(32, 32), per_class=(20, 5)), tmp_path / "pets.tar.gz")
+    cfg = compose_config(["task=cifar10", "data=image_folder", f"data.path={archive}",
+                          "teacher.widths=[4,8,8]", "teacher.training.epochs=1",
+                          "student.widths=[4,8]", "trainer.epochs=2", "trainer.batch_size=16",
+                          "data.augment.crop_padding=4", "trainer.progress=none"])
+    summary = train(cfg, tmp_path / "run")
+    assert summary["teacher_logits"] == "online"
+    assert summary["data"]["train"] == 54 and summary["epochs"] == 2
+    assert all(line["train"]["distillation_loss"] > 0 for line in _metrics(tmp_path / "run"))
