@@ -27,7 +27,7 @@ from kdtl.callbacks import SHOWN, ProgressBar, RunRecorder, truncate_metrics
 from kdtl.data import DATASETS
 from kdtl.distiller import Distiller
 from kdtl.errors import ModelError, UserError
-from kdtl.models import build_student
+from kdtl.models import build_student, build_teacher
 from kdtl.pipeline import eval_dataset, train_dataset
 
 # Settings that do not change what a run computes: a resumed run may differ in them.
@@ -123,8 +123,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     # Direct training needs no teacher: report a stored one, but train none.
     teacher = teachers.prepare(cfg, data, policy, live, train_if_missing=alpha > 0)
 
+    # A student may share the teacher's tokenizer and pretrained embeddings;
+    # a direct run without a stored teacher then needs the untrained skeleton.
+    teacher_built = teacher.built if teacher is not None else None
+    if teacher_built is None and cfg.student.get("tokenizer") == "teacher":
+        teacher_built = build_teacher(cfg.teacher, data)
     keras.utils.set_random_seed(cfg.trainer.seed)
-    student = build_student(cfg.student, data)
+    student = build_student(cfg.student, data, teacher_built)
     if student.model.output_shape[-1] != data.num_classes:
         raise ModelError(f"student outputs {student.model.output_shape[-1]} classes but the data "
                          f"has {data.num_classes}")

@@ -30,5 +30,6 @@ def build_teacher(cfg, data) -> BuiltModel:
     return TEACHERS.get(cfg.name).factory(cfg, data)
 
 
-def build_student(cfg, data) -> BuiltModel:
-    return STUDENTS.get(cfg.name).factory(cfg, data)
+def build_student(cfg, data, teacher: BuiltModel | None = None) -> BuiltModel:
+    """``teacher`` lets a student share the teacher's tokenizer or embeddings."""
+    return STUDENTS.get(cfg.name).factory(cfg, data, teacher)

@@ -59,5 +59,5 @@ def build_mlp_teacher(cfg, data) -> BuiltModel:
 
 
 @STUDENTS.register("mlp", schema=MLPStudentConfig)
-def build_mlp_student(cfg, data) -> BuiltModel:
+def build_mlp_student(cfg, data, teacher=None) -> BuiltModel:
     return _build(cfg, data, "student")
