@@ -8,6 +8,7 @@ bad override ends in one line on stderr and exit code 2 with nothing written.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -142,12 +143,20 @@ def _train_job(cfg) -> dict | None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         return train(validate(cfg), run_dir)
-    except UserError as error:
-        console.error(str(error))
-        _remove_if_empty_run(run_dir)
-        if multirun:
-            return {"status": "failed", "error": str(error), "run_dir": str(run_dir)}
-        sys.exit(2)
+    except Exception as error:
+        if not multirun:
+            if not isinstance(error, UserError):
+                raise
+            console.error(str(error))
+            _remove_if_empty_run(run_dir)
+            sys.exit(2)
+        # In a sweep, a failing member is recorded and the others still run.
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        console.error(f"{run_dir.name}: {message}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "failed.json").write_text(json.dumps(
+            {"error": message, "type": type(error).__name__, "user_error": isinstance(error, UserError)}))
+        return {"status": "failed", "error": message, "run_dir": str(run_dir)}
 
 
 def train_command(args: list[str]) -> int:
@@ -178,6 +187,44 @@ def train_command(args: list[str]) -> int:
     return 0
 
 
+def report_command(args: list[str]) -> int:
+    """``kdtl report DIR``: rebuild a sweep's table and plot from its folders."""
+    from kdtl import console
+
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: kdtl report DIR   (a sweep folder made by kdtl train -m)", file=sys.stderr)
+        return 2 if args and args[0] not in ("-h", "--help") else 0
+    folder = Path(args[0])
+    if not folder.is_dir():
+        console.error(f"{str(folder)!r} is not a folder")
+        return 2
+    from kdtl.sweep import collect, summarize
+
+    if not any(row["status"] == "finished" for row in collect(folder)):
+        console.error(f"{str(folder)!r} holds no finished runs (member folders with summary.json)")
+        return 2
+    summarize(folder)
+    return 0
+
+
+def reproduce_command(args: list[str]) -> int:
+    from kdtl import console
+    from kdtl.reproduce import USAGE, Reproduction, parse
+
+    if args and args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    try:
+        reproduction = Reproduction(parse(args))
+        for task in reproduction.tasks:  # validate every config before any work
+            reproduction.configs(task, 0, 0.5, 1.0)
+        reproduction()
+    except UserError as error:
+        console.error(str(error))
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] in ("-h", "--help", "help"):
@@ -191,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     if command == "train":
         return train_command(rest)
+    if command == "report":
+        return report_command(rest)
+    if command == "reproduce":
+        return reproduce_command(rest)
     print(f"kdtl: error: unknown command {command!r}; available: train, reproduce, report",
           file=sys.stderr)
     return 2

@@ -53,3 +53,16 @@ def write(folder: Path, stem: str, payload: dict, markdown: str) -> None:
               f"{p['wall_seconds']} s.\nCommand: `{p['command']}`\n")
     (folder / f"{stem}.md").write_text(markdown.rstrip() + footer)
     print(f"wrote {folder / (stem + '.json')} and {folder / (stem + '.md')}")
+
+
+def update_readme(block: str, marker: str = "bench") -> None:
+    """Replaces the README's text between ``<!-- marker:start -->`` and
+    ``<!-- marker:end -->`` with ``block`` (a script's own output)."""
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{block.strip()}\n{end}{tail}")

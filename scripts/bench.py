@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import REPO, provenance, write  # noqa: E402
+from _report import REPO, provenance, update_readme, write  # noqa: E402
 
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
@@ -46,9 +46,14 @@ from kdtl.pipeline import predict_logits, train_dataset  # noqa: E402
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # Which kdtl task provides each benchmarked student and its teacher.
-TASKS = {"mlp": ("synthetic", []), "vgg": ("cifar10", ["data.path=."])}
-# Timed steps per repeat: enough for a repeat to take a second or more.
-STEPS = {"mlp": 300, "vgg": 24}
+TASKS = {"mlp": ("synthetic", []), "vgg": ("cifar10", ["data.path=."]),
+         "bilstm": ("imdb", ["data.path=.", "student.embedding_init=random"])}
+# Timed steps per repeat (enough for a repeat to take a second or more) and
+# examples labelled by the teacher; the MiniLM teacher is slow on a CPU.
+STEPS = {"mlp": 300, "vgg": 24, "bilstm": 8}
+LABEL_SIZE = {"mlp": 8192, "vgg": 2048, "bilstm": 128}
+WORDS = ("the movie was good bad great awful plot acting really not boring fun story "
+         "characters ending music long short best worst ever seen again").split()
 
 
 class PeakMemory:
@@ -101,6 +106,13 @@ def fake_data(cfg, size: int) -> DataBundle:
     labels = rng.integers(0, cfg.data.num_classes, size).astype(np.int32)
     if cfg.data.name == "synthetic":
         x, kind, shape = rng.normal(size=(size, cfg.data.num_features)).astype(np.float32), "features", (cfg.data.num_features,)
+    elif cfg.data.name == "imdb":
+        # Reviews of 230 words (IMDB's median) over a Zipf-like vocabulary of
+        # 30,000 words, so the student's 20,000-word table is full.
+        pool = np.array(list(WORDS) + [f"w{i}" for i in range(30000)], dtype=object)
+        ranks = np.minimum((rng.pareto(1.0, (size, 230)) * 3).astype(int), len(pool) - 1)
+        x = np.array([" ".join(pool[r]) for r in ranks], dtype=object)
+        kind, shape = "text", None
     else:
         x, kind, shape = rng.integers(0, 256, (size, 32, 32, 3), dtype=np.uint8), "image", (32, 32, 3)
     split = Split(x, labels)
@@ -133,14 +145,18 @@ def bench_model(name: str, policy: str, steps: int, repeats: int, batch: int, la
     keras.mixed_precision.set_dtype_policy(policy)
     size = steps * batch
     data = fake_data(cfg, max(size, label_size))
-    x, y = data.train.inputs[:size], data.train.labels[:size]
     keras.utils.set_random_seed(0)
-    teacher = build_teacher(cfg.teacher, data).model
+    built_teacher = build_teacher(cfg.teacher, data)
+    teacher = built_teacher.model
+    built_student = build_student(cfg.student, data, built_teacher)
+    raw, y = data.train.inputs[:size], data.train.labels[:size]
+    x, x_teacher = built_student.encode(raw), built_teacher.encode(raw)
+    shared = built_student.encode is built_teacher.encode
     rows = {}
 
     def student():
         keras.utils.set_random_seed(0)
-        return build_student(cfg.student, data).model
+        return build_student(cfg.student, data, built_teacher).model
 
     def optimizer():
         return optimizers.build(cfg.optimizer, steps, repeats + 1)
@@ -154,10 +170,11 @@ def bench_model(name: str, policy: str, steps: int, repeats: int, batch: int, la
     rows["bare"] = fit_rate(model, bare, steps, repeats, batch)
 
     # 2-4. kdtl's Distiller
-    logits = predict_logits(teacher, x, cfg.trainer.eval_batch_size)
+    logits = predict_logits(teacher, x_teacher, cfg.trainer.eval_batch_size)
+    online = {"shared_inputs": True} if shared else {"teacher_inputs": x_teacher}
     for mode, alpha, kwargs in (("direct", 0.0, {}),
                                 ("cached", 0.5, {"teacher_logits": logits}),
-                                ("online", 0.5, {"shared_inputs": True})):
+                                ("online", 0.5, online)):
         distiller = Distiller(student(), teacher if mode == "online" else None, alpha=alpha, temperature=4.0)
         distiller.compile(optimizer=optimizer(), jit_compile=False)
         dataset, _ = train_dataset(x, y, batch_size=batch, seed=0, epochs=repeats + 1, **kwargs)
@@ -166,7 +183,7 @@ def bench_model(name: str, policy: str, steps: int, repeats: int, batch: int, la
         gc.collect()
 
     # 5. teacher labelling: kdtl vs bare predict
-    xs = data.train.inputs[:label_size]
+    xs = built_teacher.encode(data.train.inputs[:label_size])
     eval_batch = cfg.trainer.eval_batch_size
     rows["label"] = predict_rate(lambda: predict_logits(teacher, xs, eval_batch), label_size, repeats)
     rows["predict_bare"] = predict_rate(lambda: teacher.predict(xs, batch_size=eval_batch, verbose=0),
@@ -225,23 +242,31 @@ def markdown(results: dict, auto: tuple[str, str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="mlp,vgg")
-    parser.add_argument("--precisions", default=",".join(PRECISIONS))
+    parser.add_argument("--models", default="mlp,vgg,bilstm")
+    parser.add_argument("--precisions", default=None,
+                        help="default: float32 and mixed_bfloat16, plus mixed_float16 on a GPU "
+                             "(TensorFlow's float16 kernels on CPUs are slow enough to make a "
+                             "full run take an hour; ask for them explicitly)")
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps per repeat (default: per model, see STEPS)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--label-size", type=int, default=4096, help="examples labelled by the teacher")
+    parser.add_argument("--label-size", type=int, default=None,
+                        help="examples labelled by the teacher (default: per model)")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "bench")
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.precisions is None:
+        gpu = precision.gpu_compute_capability() is not None
+        args.precisions = ",".join(PRECISIONS if gpu else PRECISIONS[:2])
     results: dict = {}
     for name in args.models.split(","):
         results[name] = {}
         for policy in args.precisions.split(","):
             print(f"{name} {policy} ...", flush=True)
             try:
-                r = bench_model(name, policy, args.steps or STEPS[name], args.repeats, args.batch_size, args.label_size)
+                r = bench_model(name, policy, args.steps or STEPS[name], args.repeats, args.batch_size,
+                                args.label_size or LABEL_SIZE[name])
                 r["ratios"] = ratios(r)
             except Exception as error:  # e.g. float16 kernels missing on a CPU
                 r = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"}
@@ -255,7 +280,11 @@ def main() -> None:
                "precision_auto": {"policy": auto[0], "reason": auto[1]}, "targets": TARGETS,
                "results": results}
     write(args.out, "bench", payload, markdown(results, auto))
-    print((args.out / "bench.md").read_text())
+    report = (args.out / "bench.md").read_text()
+    if args.out.resolve() == (REPO / "results" / "bench").resolve():
+        # The README shows the latest committed measurement, minus its title.
+        update_readme(report.split("\n", 2)[2])
+    print(report)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """A whole synthetic run: the files it writes, determinism, reuse and resume."""
 
+import csv
 import json
 import signal
 import subprocess
@@ -161,16 +162,42 @@ def test_resume_after_sigkill_finishes_the_epochs(tmp_path):
     assert abs(summary["student"]["test_accuracy"] - reference["student"]["test_accuracy"]) <= 0.01
 
 
-def test_multirun_sweeps_alpha(tmp_path):
+def test_multirun_sweep_writes_table_and_plot_and_survives_a_failing_member(tmp_path):
+    garbage = tmp_path / "broken.weights.h5"
+    garbage.write_bytes(b"not an h5 file")
     done = subprocess.run(
-        [sys.executable, "-m", "kdtl", "train", "-m", "distill.alpha=0,0.7", *TINY,
-         "hydra.sweep.dir=sweep"],
-        env=kdtl_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        [sys.executable, "-m", "kdtl", "train", "-m", "distill.alpha=0.3,0.7",
+         f"teacher.checkpoint=null,{garbage}", *TINY, "hydra.sweep.dir=sweep"],
+        env=kdtl_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    summaries = sorted((tmp_path / "sweep").glob("*/summary.json"))
-    assert len(summaries) == 2
-    alphas = sorted(json.loads(p.read_text())["alpha"] for p in summaries)
-    assert alphas == [0.0, 0.7]
+    sweep = tmp_path / "sweep"
+    summaries = sorted(sweep.glob("*/summary.json"))
+    assert sorted(json.loads(p.read_text())["alpha"] for p in summaries) == [0.3, 0.7]
+    assert len(list(sweep.glob("*/failed.json"))) == 2
+    with open(sweep / "sweep.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    finished = {float(r["alpha"]): r for r in rows if r["status"] == "finished"}
+    for alpha, row in finished.items():
+        summary = next(json.loads(p.read_text()) for p in summaries if json.loads(p.read_text())["alpha"] == alpha)
+        assert float(row["test_accuracy"]) == pytest.approx(summary["student"]["test_accuracy"])
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 2 and all("cannot load teacher weights" in r["error"] for r in failed)
+    assert (sweep / "sweep.png").stat().st_size > 1000
+    assert "| distill.alpha=0.3" in (sweep / "sweep.md").read_text()
+    # kdtl report rebuilds the same table from the folders.
+    (sweep / "sweep.csv").unlink()
+    again = subprocess.run([sys.executable, "-m", "kdtl", "report", str(sweep)], env=kdtl_env(tmp_path),
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert len(list(csv.DictReader(open(sweep / "sweep.csv")))) == 4
+
+
+def test_report_on_a_folder_without_runs(tmp_path, capfd):
+    from kdtl.cli import main
+
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no finished runs" in capfd.readouterr().err
 
 
 def test_tiny_image_task_with_augmentation_and_online_teacher(tmp_path):
