@@ -94,11 +94,24 @@ class RootConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
+def run_name(overrides: str) -> str:
+    """A run folder's name from the command's overrides: ``default`` for none,
+    slashes (paths in values) made safe, and long names shortened with a hash
+    so they stay within file-system limits."""
+    if not overrides:
+        return "default"
+    name = overrides.replace("/", "_")
+    if len(name) > 120:
+        import hashlib
+
+        name = f"{name[:100]}-{hashlib.sha256(overrides.encode()).hexdigest()[:10]}"
+    return name
+
+
 def register_resolvers() -> None:
     """Resolvers used by the YAML files; safe to call more than once."""
     if not OmegaConf.has_resolver("kdtl_run_name"):
-        # An empty override string (the plain command) names the run "default".
-        OmegaConf.register_new_resolver("kdtl_run_name", lambda s: s or "default")
+        OmegaConf.register_new_resolver("kdtl_run_name", run_name)
 
 
 def _describe(error: OmegaConfBaseException) -> str:

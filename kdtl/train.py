@@ -49,7 +49,8 @@ def versions() -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    with console.quiet_native_stderr():
+        gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     return {"platform": platform.platform(), "processor": platform.machine(),
             "cpu_count": os.cpu_count(), "gpus": gpus}
 
@@ -94,6 +95,33 @@ def _start_or_resume(cfg, run_dir: Path, digest: str) -> Path | None:
     return last
 
 
+def _choose_precision(cfg, role: str, data, teacher=None, measure: bool = True):
+    """``trainer.precision`` for one model; with ``auto``, the measured faster
+    of float32 and the hardware's low precision (see ``precision.choose``)."""
+    setting = cfg.trainer.precision
+    if setting != "auto":
+        return setting, "set in config"
+    node = OmegaConf.to_container(cfg[role], resolve=True)
+    node.pop("checkpoint", None)
+    batch = cfg.teacher.training.batch_size if role == "teacher" else cfg.trainer.batch_size
+    key = hashlib.sha256(json.dumps([role, node, batch, data.name, str(data.input_shape),
+                                     tf.__version__, machine()["platform"]],
+                                    sort_keys=True, default=str).encode()).hexdigest()[:16]
+    known = precision.choose(setting, role, key, None, None, None, cfg.paths.cache_dir, measure=False)
+    if known[0] is not None or not measure:
+        return known
+
+    def build():
+        if role == "teacher":
+            return build_teacher(cfg.teacher, data)
+        return build_student(cfg.student, data, teacher.built if teacher else None)
+
+    sample = data.train.take(np.arange(min(batch, len(data.train))))
+    x = build().encode(sample.inputs)
+    return precision.choose(setting, role, key, lambda: build().model, x, sample.labels,
+                            cfg.paths.cache_dir)
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Runs (or resumes, or reports) the run described by ``cfg`` in ``run_dir``."""
     wall_started = time.perf_counter()
@@ -111,17 +139,21 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     live = _live(cfg)
     console.config_tree(cfg, title=f"kdtl {kdtl.__version__}: {run_dir}")
 
-    policy, why = precision.resolve(cfg.trainer.precision)
-    precision.apply(policy)
-    console.info(f"precision: {policy} ({why})")
-
     data = DATASETS.get(cfg.data.name).factory.load(cfg.data, cfg.paths)
     console.info(f"data: {data.name} from {data.source}; " +
                  ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()))
 
     alpha = cfg.distill.alpha
     # Direct training needs no teacher: report a stored one, but train none.
-    teacher = teachers.prepare(cfg, data, policy, live, train_if_missing=alpha > 0)
+    teacher_policy, why = _choose_precision(cfg, "teacher", data, measure=alpha > 0)
+    teacher = None
+    if teacher_policy is not None:
+        console.info(f"precision: teacher {teacher_policy} ({why})")
+        precision.apply(teacher_policy)
+        teacher = teachers.prepare(cfg, data, teacher_policy, live, train_if_missing=alpha > 0)
+    policy, why = _choose_precision(cfg, "student", data, teacher=teacher)
+    console.info(f"precision: student {policy} ({why})")
+    precision.apply(policy)
 
     # A student may share the teacher's tokenizer and pretrained embeddings;
     # a direct run without a stored teacher then needs the untrained skeleton.
@@ -237,6 +269,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "data": {"name": data.name, "source": data.source, "fingerprint": data.fingerprint,
                  **data.sizes()},
         "precision": policy,
+        "teacher_precision": teacher_policy,
         "fit_seconds": round(fit_seconds, 1),
         "wall_seconds": round(time.perf_counter() - wall_started, 1),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -9,7 +9,7 @@ from kdtl.cli import main
 from tests.conftest import kdtl_env
 
 BAD = {
-    "unknown group option": (["student=nope"], "available: mlp"),
+    "unknown group option": (["student=nope"], "available: bilstm, mlp, vgg"),
     "unknown key": (["trainer.epochz=3"], "trainer.epochz"),
     "unknown appended key": (["+trainer.foo=1"], "foo"),
     "wrong type": (["trainer.epochs=many"], "trainer.epochs"),

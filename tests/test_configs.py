@@ -23,6 +23,10 @@ def tiny_bundle(cfg) -> DataBundle:
     labels = np.arange(n, dtype=np.int32) % classes
     if cfg.data.name == "synthetic":
         inputs, kind, shape = rng.normal(size=(n, cfg.data.num_features)).astype(np.float32), "features", (cfg.data.num_features,)
+    elif cfg.data.name in ("imdb", "text_folder"):
+        words = "a fine film with great acting and a dull plot that never ends".split()
+        inputs = np.array([" ".join(rng.choice(words, 30)) for _ in range(n)], dtype=object)
+        kind, shape = "text", None
     elif cfg.data.name in ("cifar10", "image_folder"):
         inputs, kind, shape = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), "image", (32, 32, 3)
     else:
