@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import REPO, provenance, write  # noqa: E402
+from _report import REPO, provenance, update_readme, write  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -107,6 +107,8 @@ def main() -> None:
     payload = {"provenance": provenance(started), "precision": policy, "target_ratio": TARGET,
                "results": rows}
     write(args.out, "data", payload, "\n".join(lines))
+    if args.out.resolve() == (REPO / "results" / "bench").resolve():
+        update_readme("### " + (args.out / "data.md").read_text()[2:], marker="bench-data")
     print("\n".join(lines))
 
 
