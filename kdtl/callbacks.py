@@ -111,6 +111,13 @@ class ProgressBar(keras.callbacks.Callback):
         if self.progress is not None:
             shown = " ".join(f"{k}={float(v):.4f}" for k, v in (logs or {}).items() if k in self.shown)
             self.progress.update(self.task, completed=batch + 1, metrics=shown)
+        elif self.steps >= 100 and (batch + 1) % (self.steps // 10) == 0 and batch + 1 < self.steps:
+            # In logs, long epochs still say how far they are, every 10%.
+            elapsed = time.perf_counter() - self.started
+            eta = elapsed / (batch + 1) * (self.steps - batch - 1)
+            shown = " ".join(f"{k}={float(v):.4f}" for k, v in (logs or {}).items() if k in self.shown)
+            console.print(f"{self.stage} epoch {self.epoch + 1}/{self.epochs} step {batch + 1}/{self.steps} "
+                          f"{elapsed:.0f}s eta {eta:.0f}s {shown}")
 
     def on_epoch_end(self, epoch, logs=None):
         if self.progress is not None:

@@ -264,6 +264,47 @@ def test_data_dir_is_searched(tmp_path, monkeypatch):
     assert data.source.endswith("aclImdb.tar.gz") and data.class_names == ["neg", "pos"]
 
 
+def test_missing_path_names_the_tfds_fallback():
+    with pytest.raises(DataError, match="tensorflow-datasets \\('cifar10'\\)"):
+        preflight("cifar10", ["data.path=/nowhere/cifar"])
+
+
+def test_tfds_is_used_without_local_data(monkeypatch):
+    """The online path: tfds.load's arrays become the same DataBundle."""
+    import tensorflow_datasets as tfds
+
+    calls = []
+
+    class Info:
+        features = {"label": type("Label", (), {"names": ["neg", "pos"]})()}
+
+    def fake_load(name, split, as_supervised, with_info, batch_size, **kwargs):
+        calls.append(name)
+        texts = np.array([f"text {i} <br />more".encode() for i in range(40)])
+        labels = np.arange(40) % 2
+        return [(texts, labels), (texts[:10], labels[:10])], Info()
+
+    monkeypatch.setattr(tfds, "load", fake_load)
+    monkeypatch.setattr(tfds, "as_numpy", lambda x: x)
+    monkeypatch.delenv("KDTL_DATA_DIR", raising=False)
+    data = load("imdb")
+    assert calls == ["imdb_reviews"] and data.class_names == ["neg", "pos"]
+    assert data.sizes() == {"train": 36, "validation": 4, "test": 10}
+    assert data.source == "tensorflow-datasets 'imdb_reviews'" and "<br />" not in data.train.inputs[0]
+
+
+def test_tfds_failure_offline_is_one_clear_error(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'")
+
+    monkeypatch.setattr(tfds, "load", offline)
+    monkeypatch.delenv("KDTL_DATA_DIR", raising=False)
+    with pytest.raises(DataError, match="could not load 'cifar10'.*KDTL_DATA_DIR"):
+        load("cifar10")
+
+
 def test_cli_reports_missing_data_before_work(tmp_path, capfd):
     assert main(["train", "data=cifar10", "data.path=/nowhere/cifar"]) == 2
     err = capfd.readouterr().err.strip().splitlines()

@@ -45,10 +45,12 @@ class Source:
 def resolve(explicit: str | None, data_dir: str | None, candidates: list[str], dataset: str,
             tfds_name: str | None, layout: str) -> Source:
     """Applies the lookup order above, with an error that says where it looked."""
+    online = (f"; without data.path and KDTL_DATA_DIR it is downloaded by tensorflow-datasets "
+              f"({tfds_name!r})") if tfds_name else ""
     if explicit:
         path = Path(explicit).expanduser()
         if not path.exists():
-            raise DataError(f"data.path {str(path)!r} does not exist; expected {layout}")
+            raise DataError(f"data.path {str(path)!r} does not exist; expected {layout}{online}")
         return Source(path, "data.path")
     if data_dir:
         folder = Path(data_dir).expanduser()
@@ -58,7 +60,7 @@ def resolve(explicit: str | None, data_dir: str | None, candidates: list[str], d
             if (folder / name).exists():
                 return Source(folder / name, "paths.data_dir")
         raise DataError(f"no {dataset} in {str(folder)!r}: looked for {', '.join(candidates)}; "
-                        f"expected {layout}, or set data.path")
+                        f"expected {layout}, or set data.path{online}")
     if tfds_name is None:
         raise DataError(f"{dataset} needs data.path (a folder or archive in the layout {layout})")
     return Source(None, f"tensorflow-datasets {tfds_name!r}")

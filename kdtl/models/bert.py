@@ -121,6 +121,11 @@ def classifier(backbone, num_classes: int, pooling: str, dropout: float, name: s
     outputs = backbone(inputs)
     if pooling == "mean":
         x = MaskedMeanPooling(name="mean_pool")(outputs["sequence_output"], inputs["padding_mask"])
+        # The [CLS] pooler is unused then: freezing it spares a warning that
+        # it receives no gradients.
+        for layer in backbone.layers:
+            if layer.name == "pooled_dense":
+                layer.trainable = False
     elif pooling == "cls":
         x = outputs["pooled_output"]
     else:
