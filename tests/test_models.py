@@ -58,3 +58,28 @@ def test_resnet20_has_the_papers_parameter_count():
     params = build_teacher(cfg.teacher, image_bundle()).model.count_params()
     # 0.27M in He et al. (2016), Table 6 (projection shortcuts add ~3k).
     assert 0.26e6 < params < 0.29e6
+
+
+def test_keras_app_teacher_resizes_and_fine_tunes_top_k(tmp_path):
+    cfg = compose_config(["task=cifar10", "teacher=keras_app", "teacher.weights=null",
+                          "teacher.input_size=48", "teacher.training.top_k=3"])
+    built = build_teacher(cfg.teacher, image_bundle())
+    logits = built.model(built.encode(image_bundle().train.inputs), training=False)
+    assert logits.shape == (4, 10)
+    backbone = next(layer for layer in built.model.layers if isinstance(layer, keras.Model))
+    trainable = [layer for layer in backbone.layers if layer.trainable and layer.weights]
+    assert 1 <= len(trainable) <= 3
+
+
+def test_keras_app_unknown_application_lists_names():
+    cfg = compose_config(["task=cifar10", "teacher=keras_app", "teacher.application=ResNet51"])
+    with pytest.raises(ConfigError, match="available: .*ResNet50"):
+        build_teacher(cfg.teacher, image_bundle())
+
+
+def test_keras_app_missing_weights_file():
+    from kdtl.errors import ModelError
+
+    cfg = compose_config(["task=cifar10", "teacher=keras_app", "teacher.weights=/nowhere/w.h5"])
+    with pytest.raises(ModelError, match="does not exist"):
+        build_teacher(cfg.teacher, image_bundle())
