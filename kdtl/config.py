@@ -80,6 +80,8 @@ class TeacherTrainingConfig:
     batch_size: int = MISSING
     learning_rate: float = MISSING
     weight_decay: float = MISSING
+    optimizer: Optional[str] = None
+    """adamw | sgd; null: the same optimizer as the student's."""
 
 
 @dataclass

@@ -90,7 +90,7 @@ def _fit(built: BuiltModel, cfg, data, live: bool) -> None:
                                    augment=data.augment)
     optimizer_cfg = OmegaConf.merge(cfg.optimizer, {
         "learning_rate": training.learning_rate, "weight_decay": training.weight_decay,
-        "warmup_epochs": 0.0})
+        "warmup_epochs": 0.0, "name": training.get("optimizer") or cfg.optimizer.name})
     optimizer = fit_hook(optimizer_cfg, steps) if fit_hook else optimizers.build(
         optimizer_cfg, steps, training.epochs)
     trainer = Distiller(built.model, alpha=0.0)

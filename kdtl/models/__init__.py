@@ -8,6 +8,6 @@ example differently; the Distiller's batches carry both.
 """
 
 from kdtl.models.base import STUDENTS, TEACHERS, BuiltModel, build_student, build_teacher
-from kdtl.models import applications, bert, convnets, mlp, recurrent  # noqa: F401  (register the models)
+from kdtl.models import applications, bert, convnets, efficientnet, mlp, recurrent  # noqa: F401  (register)
 
 __all__ = ["STUDENTS", "TEACHERS", "BuiltModel", "build_student", "build_teacher"]
