@@ -1,6 +1,6 @@
 """``kdtl reproduce``: the article's results table, from runs anyone can redo.
 
-For each task of a profile (``conf/reproduce/<profile>.yaml``):
+For each task of a profile (``kdtl/profiles/<profile>.yaml``):
 
 1. the student trained directly (``alpha = 0``), one run per seed;
 2. with the first seed, a distillation run per (alpha, temperature) of the
@@ -35,14 +35,14 @@ USAGE = """usage: kdtl reproduce [profile=quick|full|synthetic] [tasks=[imdb,cif
 
 
 def profiles() -> list[str]:
-    folder = resources.files("kdtl.conf") / "reproduce"
+    folder = resources.files("kdtl") / "profiles"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def load_profile(name: str) -> dict:
     if name not in profiles():
         raise ConfigError(f"unknown profile {name!r}; available: {', '.join(profiles())}")
-    return yaml.safe_load((resources.files("kdtl.conf") / "reproduce" / f"{name}.yaml").read_text())
+    return yaml.safe_load((resources.files("kdtl") / "profiles" / f"{name}.yaml").read_text())
 
 
 def parse(args: list[str]) -> dict[str, Any]:

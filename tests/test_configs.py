@@ -38,8 +38,8 @@ def tiny_bundle(cfg) -> DataBundle:
 
 def _build_both(cfg):
     data = tiny_bundle(cfg)
-    for build, node in ((build_teacher, cfg.teacher), (build_student, cfg.student)):
-        built = build(node, data)
+    teacher = build_teacher(cfg.teacher, data)
+    for built in (teacher, build_student(cfg.student, data, teacher)):
         logits = built.model.predict(built.encode(data.train.inputs), verbose=0)
         assert logits.shape == (len(data.train), cfg.data.num_classes)
 
