@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from kdtl.errors import ConfigError
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
-TEACHER_LOGITS = ("auto", "online", "cached")
+TEACHER_LOGITS = ("auto", "online", "cached", "views")
 SCHEDULES = ("constant", "cosine", "onecycle")
 PROGRESS = ("auto", "bar", "lines", "none")
 
@@ -38,6 +38,8 @@ class DistillConfig:
     alpha: float = MISSING
     temperature: float = MISSING
     teacher_logits: str = MISSING
+    views: int = MISSING
+    """With teacher_logits=views: augmented views cached per example."""
 
 
 @dataclass
@@ -171,6 +173,7 @@ def _check_values(cfg: DictConfig) -> None:
     need(d.temperature > 0, f"distill.temperature must be > 0, got {d.temperature}")
     need(d.teacher_logits in TEACHER_LOGITS,
          f"distill.teacher_logits must be one of {', '.join(TEACHER_LOGITS)}, got {d.teacher_logits!r}")
+    need(d.views >= 1, f"distill.views must be >= 1, got {d.views}")
     need(t.epochs > 0, f"trainer.epochs must be > 0, got {t.epochs}")
     need(t.batch_size > 0, f"trainer.batch_size must be > 0, got {t.batch_size}")
     need(t.eval_batch_size > 0, f"trainer.eval_batch_size must be > 0, got {t.eval_batch_size}")

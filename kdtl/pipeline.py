@@ -45,12 +45,15 @@ def train_dataset(
     teacher_logits: np.ndarray | None = None,
     augment: Callable[[Any, tf.Tensor, tf.Tensor], Any] | None = None,
     shared_inputs: bool = False,
+    views: int | None = None,
 ) -> tuple[tf.data.Dataset, int]:
     """Batches ``({"student", "teacher"?, "teacher_logits"?}, labels)`` for
     epochs ``initial_epoch .. epochs-1``; returns it with the steps per epoch.
 
     ``shared_inputs``: teacher and student take the same (augmented) tensor.
     ``augment(batch, example_indices, epoch)`` runs on whole batches.
+    ``views``: ``teacher_logits`` has shape ``(views, examples, classes)`` and
+    epoch ``e`` uses augmented view ``e % views`` with its logits.
     """
     size = int(labels.shape[0])
     steps = math.ceil(size / batch_size)
@@ -66,15 +69,17 @@ def train_dataset(
 
     def assemble(epoch, idx):
         x = _gather(student_t, idx)
+        view = epoch % views if views else epoch
         if augment is not None:
-            x = augment(x, idx, epoch)
+            x = augment(x, idx, view)
         inputs = {STUDENT: x}
         if shared_inputs:
             inputs[TEACHER] = x
         elif teacher_t is not None:
             inputs[TEACHER] = _gather(teacher_t, idx)
         if logits_t is not None:
-            inputs[TEACHER_LOGITS] = tf.gather(logits_t, idx)
+            inputs[TEACHER_LOGITS] = (tf.gather(logits_t[tf.cast(view, tf.int32)], idx) if views
+                                      else tf.gather(logits_t, idx))
         return inputs, tf.gather(labels_t, idx)
 
     dataset = (tf.data.Dataset.from_tensor_slices((epoch_ids, orders))
@@ -103,3 +108,13 @@ def predict_logits(model, inputs: Any, batch_size: int) -> np.ndarray:
     """A model's logits over a whole split, as float32 numpy."""
     dataset = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size).prefetch(AUTOTUNE)
     return np.asarray(model.predict(dataset, verbose=0), dtype=np.float32)
+
+
+def augmented_view_logits(model, inputs, augment, view: int, batch_size: int) -> np.ndarray:
+    """The model's logits on augmented view ``view`` of every example (the same
+    augmentation ``train_dataset`` applies in epochs where ``e % views == view``)."""
+    size = int(np.asarray(tf.nest.flatten(inputs)[0]).shape[0])
+    data = tf.data.Dataset.from_tensor_slices((inputs, np.arange(size))).batch(batch_size)
+    data = data.map(lambda x, idx: augment(x, idx, tf.constant(view, tf.int64)),
+                    num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return np.asarray(model.predict(data, verbose=0), dtype=np.float32)

@@ -28,7 +28,7 @@ from kdtl.data import DATASETS
 from kdtl.distiller import Distiller
 from kdtl.errors import ModelError, UserError
 from kdtl.models import build_student, build_teacher
-from kdtl.pipeline import eval_dataset, train_dataset
+from kdtl.pipeline import augmented_view_logits, eval_dataset, train_dataset
 
 # Settings that do not change what a run computes: a resumed run may differ in them.
 NOT_HASHED = ("paths", "trainer.resume", "trainer.progress")
@@ -70,6 +70,8 @@ def _logit_source(cfg, augmented: bool) -> str:
     mode = cfg.distill.teacher_logits
     if mode == "auto":
         return "online" if augmented else "cached"
+    if mode == "views" and not augmented:
+        return "cached"  # without augmentation every view is the same
     if mode == "cached" and augmented:
         raise UserError("distill.teacher_logits=cached with augmented training inputs would pair "
                         "each augmented view with the logits of another; use online (or turn "
@@ -185,6 +187,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         validation_logits = logit_cache.load_or_compute(folder, "validation", expected, compute("validation"))
         if logit_source == "cached":
             train_logits = logit_cache.load_or_compute(folder, "train", expected, compute("train"))
+        elif logit_source == "views":
+            views_expected = dict(expected, augment=OmegaConf.to_container(cfg.data.get("augment"),
+                                                                           resolve=True))
+            train_inputs = teacher.built.encode(data.train.inputs)
+            train_logits = np.stack([logit_cache.load_or_compute(
+                folder, f"train_view{view}", dict(views_expected, view=view),
+                lambda view=view: augmented_view_logits(teacher.model, train_inputs, augment, view,
+                                                        cfg.trainer.eval_batch_size))
+                for view in range(cfg.distill.views)])
         else:
             shared = teacher.built.encode is student.encode
             teacher_train_inputs = None if shared else teacher.built.encode(data.train.inputs)
@@ -194,7 +205,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         seed=cfg.trainer.seed, epochs=cfg.trainer.epochs,
         initial_epoch=checkpoint.read_state(resume_from)["epoch"] if resume_from else 0,
         teacher_inputs=teacher_train_inputs, teacher_logits=train_logits, augment=augment,
-        shared_inputs=shared)
+        shared_inputs=shared, views=cfg.distill.views if logit_source == "views" else None)
     validation_ds = eval_dataset(inputs["validation"], data.validation.labels,
                                  batch_size=cfg.trainer.eval_batch_size,
                                  teacher_logits=validation_logits)
@@ -244,6 +255,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "alpha": alpha,
         "temperature": cfg.distill.temperature,
         "teacher_logits": logit_source,
+        "views": cfg.distill.views if logit_source == "views" else None,
         "seed": cfg.trainer.seed,
         "epochs": len(history),
         "best_epoch": best_state.get("best_epoch"),

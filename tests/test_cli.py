@@ -19,6 +19,7 @@ BAD = {
     "temperature zero": (["distill.temperature=0"], "distill.temperature must be > 0"),
     "temperature negative": (["distill.temperature=-2"], "distill.temperature must be > 0"),
     "epochs zero": (["trainer.epochs=0"], "trainer.epochs must be > 0"),
+    "no cached views": (["distill.views=0"], "distill.views must be >= 1"),
     "batch size zero": (["trainer.batch_size=0"], "trainer.batch_size must be > 0"),
     "class counts differ": (["teacher.num_classes=3"], "teacher.num_classes is 3"),
     "unknown precision": (["trainer.precision=fp8"], "trainer.precision must be one of"),

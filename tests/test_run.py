@@ -212,3 +212,32 @@ def test_tiny_image_task_with_augmentation_and_online_teacher(tmp_path):
     assert summary["teacher_logits"] == "online"
     assert summary["data"]["train"] == 54 and summary["epochs"] == 2
     assert all(line["train"]["distillation_loss"] > 0 for line in _metrics(tmp_path / "run"))
+
+
+def test_cached_augmented_views(tmp_path):
+    """teacher_logits=views: logits of fixed augmented views, epoch e on view e % views."""
+    import tensorflow as tf
+
+    from kdtl.data import DATASETS
+    from kdtl.models import build_teacher
+    from tests.test_data import tar, write_images
+
+    archive = tar(write_images(tmp_path / "pets", size=(32, 32), per_class=(20, 5)), tmp_path / "pets.tar.gz")
+    cfg = compose_config(["task=cifar10", "data=image_folder", f"data.path={archive}",
+                          "teacher.widths=[4,8,8]", "teacher.training.epochs=1",
+                          "student.widths=[4,8]", "trainer.epochs=3", "trainer.batch_size=16",
+                          "data.augment.crop_padding=4", "trainer.progress=none",
+                          "trainer.precision=float32",
+                          "distill.teacher_logits=views", "distill.views=2"])
+    summary = train(cfg, tmp_path / "run")
+    assert summary["teacher_logits"] == "views" and summary["views"] == 2
+    folder = next((tmp_path / "cache" / "logits").iterdir())
+    views = [np.load(folder / f"train_view{v}.npy") for v in range(2)]
+    assert not np.allclose(views[0], views[1])  # different crops and flips
+    # View 1 equals the stored teacher on the training images augmented as view 1.
+    data = DATASETS.get("image_folder").factory.load(cfg.data, cfg.paths)
+    teacher = build_teacher(cfg.teacher, data)
+    teacher.model.load_weights(summary["teacher"]["path"] + "/teacher.weights.h5")
+    images = data.train.inputs
+    augmented = data.augment(tf.constant(images), tf.range(len(images)), tf.constant(1, tf.int64))
+    np.testing.assert_allclose(teacher.model(augmented, training=False).numpy(), views[1], rtol=1e-4, atol=1e-4)
