@@ -40,6 +40,8 @@ class DistillConfig:
     teacher_logits: str = MISSING
     views: int = MISSING
     """With teacher_logits=views: augmented views cached per example."""
+    label_smoothing: float = MISSING
+    """Of the hard labels in the student's cross-entropy."""
 
 
 @dataclass
@@ -174,6 +176,7 @@ def _check_values(cfg: DictConfig) -> None:
     need(d.teacher_logits in TEACHER_LOGITS,
          f"distill.teacher_logits must be one of {', '.join(TEACHER_LOGITS)}, got {d.teacher_logits!r}")
     need(d.views >= 1, f"distill.views must be >= 1, got {d.views}")
+    need(0 <= d.label_smoothing < 1, f"distill.label_smoothing must be in [0, 1), got {d.label_smoothing}")
     need(t.epochs > 0, f"trainer.epochs must be > 0, got {t.epochs}")
     need(t.batch_size > 0, f"trainer.batch_size must be > 0, got {t.batch_size}")
     need(t.eval_batch_size > 0, f"trainer.eval_batch_size must be > 0, got {t.eval_batch_size}")

@@ -31,7 +31,8 @@ class Distiller(keras.Model):
     """
 
     def __init__(self, student: keras.Model, teacher: keras.Model | None = None,
-                 alpha: float = 0.5, temperature: float = 4.0, **kwargs):
+                 alpha: float = 0.5, temperature: float = 4.0, label_smoothing: float = 0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.student = student
         self.teacher = teacher
@@ -39,7 +40,7 @@ class Distiller(keras.Model):
             teacher.trainable = False
         self.alpha = float(alpha)
         self.temperature = float(temperature)
-        self.distillation = DistillationLoss(self.alpha, self.temperature)
+        self.distillation = DistillationLoss(self.alpha, self.temperature, label_smoothing)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")

@@ -29,11 +29,12 @@ class DistillationLoss:
     distillation, ``T^2`` times the KL divergence.
     """
 
-    def __init__(self, alpha: float, temperature: float):
+    def __init__(self, alpha: float, temperature: float, label_smoothing: float = 0.0):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         self.alpha = float(alpha)
         self.temperature = float(temperature)
+        self.label_smoothing = float(label_smoothing)
         # Keras' implementation of the temperature-softened KL times T^2. It
         # must get a KLDivergence *instance*: given the string "kl_divergence"
         # (its default) it resolves to the bare function, skips the softmax
@@ -43,8 +44,15 @@ class DistillationLoss:
         self.hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def student_loss(self, labels, student_logits):
-        """Cross-entropy of the student against the true labels."""
-        return self.hard(labels, ops.cast(student_logits, "float32"))
+        """Cross-entropy of the student against the true labels (smoothed:
+        ``(1 - eps) * one_hot + eps / classes`` when ``label_smoothing = eps``)."""
+        student_logits = ops.cast(student_logits, "float32")
+        if self.label_smoothing:
+            classes = ops.shape(student_logits)[-1]
+            one_hot = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), classes)
+            return ops.mean(keras.losses.categorical_crossentropy(
+                one_hot, student_logits, from_logits=True, label_smoothing=self.label_smoothing))
+        return self.hard(labels, student_logits)
 
     def distillation_loss(self, teacher_logits, student_logits):
         """T^2 * KL(softmax(t/T) || softmax(s/T)), averaged over the batch."""

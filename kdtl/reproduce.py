@@ -148,15 +148,17 @@ class Reproduction:
         rows = []
         for task, r in results.items():
             teachers = [s["teacher"] for s in r["distilled"] if s.get("teacher")]
+            t0 = teachers[0] if teachers else {}
             rows.append(self._row(task, "teacher", [t["test_accuracy"] for t in teachers],
-                                  teachers[0]["parameters"] if teachers else None, None, r["claim"]))
+                                  t0.get("parameters"), t0.get("saved_bytes"), r["claim"],
+                                  latency=_latency(t0)))
             for role in ("direct", "distilled"):
                 runs = r[role]
                 label = "student direct" if role == "direct" else (
                     f"student distilled (alpha={r['chosen'][0]:g}, T={r['chosen'][1]:g})")
                 rows.append(self._row(task, label, [s["student"]["test_accuracy"] for s in runs],
                                       runs[0]["student"]["parameters"], runs[0]["student"]["saved_bytes"],
-                                      r["claim"], latency=measure_latency(Path(runs[0]["run_dir"]))))
+                                      r["claim"], latency=_latency(runs[0]["student"])))
         columns = ["task", "model", "test accuracy (mean)", "std", "n", "parameters", "saved MB",
                    "CPU ms/example @1", "CPU ms/example @64", "article's claim"]
         with open(self.folder / "table.csv", "w", newline="") as f:
@@ -195,25 +197,10 @@ class Reproduction:
                 round(saved / 1e6, 2) if saved else None, *latency, claim if "student" in model else ""]
 
 
-def measure_latency(run_dir: Path, repeats: int = 5) -> tuple[float | None, float | None]:
-    """CPU milliseconds per example of the saved student at batch 1 and 64."""
-    import keras
-
-    path = run_dir / "student.keras"
-    if not path.is_file():
-        return None, None
-    model = keras.saving.load_model(path)
-    shape = [d if d is not None else 1 for d in model.input_shape[1:]]
-    dtype = model.inputs[0].dtype
-    out = []
-    for batch in (1, 64):
-        x = np.zeros((batch, *shape), dtype=str(dtype).replace("tf.", ""))
-        model.predict_on_batch(x)
-        started = time.perf_counter()
-        for _ in range(repeats):
-            model.predict_on_batch(x)
-        out.append(round((time.perf_counter() - started) / repeats / batch * 1000, 3))
-    return tuple(out)
+def _latency(model_summary: dict) -> tuple[float | None, float | None]:
+    """Milliseconds per example at batch 1 and 64, as the run measured them."""
+    measured = (model_summary or {}).get("latency_ms_per_example") or {}
+    return measured.get("batch_1"), measured.get("batch_64")
 
 
 def curves(path: Path, results: dict) -> None:

@@ -212,7 +212,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     optimizer = optimizers.build(cfg.optimizer, steps, cfg.trainer.epochs)
     online_teacher = teacher.model if logit_source == "online" else None
     distiller = Distiller(student.model, online_teacher, alpha=alpha,
-                          temperature=cfg.distill.temperature)
+                          temperature=cfg.distill.temperature,
+                          label_smoothing=cfg.distill.label_smoothing)
     distiller.compile(optimizer=optimizer, jit_compile=cfg.trainer.jit_compile)
 
     state: dict[str, Any] = {}
@@ -245,6 +246,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     test = distiller.evaluate(test_ds, verbose=0, return_dict=True)
     student_path = run_dir / "student.keras"
     student.model.save(student_path)
+    sample = data.test.take(np.arange(min(64, len(data.test))))
+    student_latency = latency(student.model, student.encode(sample.inputs))
+    teacher_latency = latency(teacher.model, teacher.built.encode(sample.inputs)) if teacher else None
 
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     summary = {
@@ -268,6 +272,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             else history[best_state["best_epoch"] - 1]["validation"].get("accuracy") if best_state else None,
             "test_accuracy": float(test["accuracy"]),
             "test_loss": float(test["student_loss"]),
+            "latency_ms_per_example": student_latency,
         },
         "teacher": None if teacher is None else {
             "name": cfg.teacher.name,
@@ -275,8 +280,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             "source": teacher.source,
             "path": str(teacher.path) if teacher.path else None,
             "parameters": int(teacher.model.count_params()),
+            "saved_bytes": _teacher_bytes(teacher),
             "validation_accuracy": teacher.metrics.get("validation_accuracy"),
             "test_accuracy": teacher.metrics.get("test_accuracy"),
+            "latency_ms_per_example": teacher_latency,
         },
         "data": {"name": data.name, "source": data.source, "fingerprint": data.fingerprint,
                  **data.sizes()},
@@ -291,6 +298,29 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     _write_json(summary_path, summary)
     _print_results(summary)
     return summary
+
+
+def latency(model: keras.Model, inputs: Any, batches=(1, 64), repeats: int = 3) -> dict[str, float]:
+    """CPU (or device) milliseconds per example of ``model`` on real inputs,
+    at each batch size, after a warm-up call."""
+    out = {}
+    for batch in batches:
+        x = tf.nest.map_structure(lambda a: a[:batch], inputs)
+        model.predict_on_batch(x)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            model.predict_on_batch(x)
+        seconds = (time.perf_counter() - started) / repeats
+        out[f"batch_{batch}"] = round(seconds / batch * 1000, 3)
+    return out
+
+
+def _teacher_bytes(teacher) -> int | None:
+    if teacher.path is None:
+        return None
+    path = Path(teacher.path)
+    weights = path / teachers.WEIGHTS if path.is_dir() else path
+    return weights.stat().st_size if weights.is_file() else None
 
 
 def _print_results(summary: dict) -> None:

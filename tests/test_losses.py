@@ -65,3 +65,15 @@ def test_identical_logits_give_zero_distillation_loss():
 def test_alpha_outside_unit_interval_is_refused():
     with pytest.raises(ValueError):
         DistillationLoss(1.5, 2.0)
+
+
+@pytest.mark.parametrize("smoothing", [0.1, 0.3])
+def test_label_smoothing_matches_numpy(smoothing):
+    rng = np.random.default_rng(5)
+    student = rng.normal(size=(32, 6)).astype(np.float32)
+    labels = rng.integers(0, 6, 32)
+    targets = np.full((32, 6), smoothing / 6)
+    targets[np.arange(32), labels] += 1 - smoothing
+    want = -(targets * np.log(softmax(student))).sum(-1).mean()
+    loss, student_loss, _ = DistillationLoss(0.0, 2.0, label_smoothing=smoothing)(labels, student)
+    np.testing.assert_allclose(float(student_loss), want, rtol=1e-5)

@@ -65,6 +65,10 @@ def test_summary_agrees_with_the_saved_student(finished_run):
     assert 1 <= on_disk["best_epoch"] <= cfg.trainer.epochs
     assert on_disk["teacher"]["parameters"] > on_disk["student"]["parameters"]
     assert on_disk["precision"] in ("float32", "mixed_bfloat16")
+    for who in ("student", "teacher"):
+        assert set(on_disk[who]["latency_ms_per_example"]) == {"batch_1", "batch_64"}
+        assert all(v > 0 for v in on_disk[who]["latency_ms_per_example"].values())
+    assert on_disk["teacher"]["saved_bytes"] > on_disk["student"]["saved_bytes"] / 10
     for key in ("tensorflow", "keras", "kdtl"):
         assert on_disk["versions"][key]
     # student.keras loads after `import kdtl` and scores what the summary says.
