@@ -19,7 +19,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import REPO, provenance, update_readme, write  # noqa: E402
 
-import numpy as np  # noqa: E402
 
 import kdtl  # noqa: E402,F401
 import keras  # noqa: E402

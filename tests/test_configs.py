@@ -1,6 +1,5 @@
 """Every task and experiment config composes, validates and builds its models."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

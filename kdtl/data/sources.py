@@ -206,3 +206,12 @@ def unpack_texts(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     raw = blob.tobytes()
     return np.array([raw[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(len(offsets) - 1)],
                     dtype=object)
+
+
+def class_names(arrays: dict[str, np.ndarray], expected: int | None, source: Source) -> list[str]:
+    """The decoded class names, checked against ``data.num_classes`` when set."""
+    names = [str(c) for c in arrays["class_names"]]
+    if expected is not None and expected != len(names):
+        raise DataError(f"data.num_classes is {expected} but {source.describe()} has "
+                        f"{len(names)} classes ({', '.join(names[:12])})")
+    return names

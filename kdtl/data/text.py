@@ -146,10 +146,7 @@ class TextFolderDataset:
     def load(self, cfg, paths) -> DataBundle:
         source = self._source(cfg, paths)
         arrays = self._read(source, cfg, paths)
-        class_names = [str(c) for c in arrays["class_names"]]
-        if cfg.num_classes is not None and cfg.num_classes != len(class_names):
-            raise DataError(f"data.num_classes is {cfg.num_classes} but {source.describe()} has "
-                            f"{len(class_names)} classes ({', '.join(class_names[:12])})")
+        class_names = sources.class_names(arrays, cfg.num_classes, source)
         splits = {split: Split(sources.unpack_texts(arrays[f"{split}_blob"], arrays[f"{split}_offsets"]),
                                arrays[f"{split}_labels"]) for split in ("train", "test")}
         train, validation, test = make_splits(splits["train"], splits["test"], cfg)

@@ -104,7 +104,7 @@ def resnet(data, depth: int, widths, num_classes: int, name: str = "resnet") -> 
 @STUDENTS.register("vgg", schema=VGGConfig)
 def build_vgg_student(cfg, data, teacher=None) -> BuiltModel:
     if not cfg.widths or min(cfg.widths) < 1 or cfg.convs_per_stage < 1:
-        raise ConfigError(f"student.widths must be positive and convs_per_stage >= 1")
+        raise ConfigError("student.widths must be positive and convs_per_stage >= 1")
     return BuiltModel(vgg(data, cfg.widths, cfg.convs_per_stage, cfg.num_classes or data.num_classes,
                           cfg.dropout, name="student_vgg"))
 
