@@ -51,7 +51,7 @@ TASKS = {"mlp": ("synthetic", []), "vgg": ("cifar10", ["data.path=."]),
          "bilstm": ("imdb", ["data.path=.", "student.embedding_init=random"])}
 # Timed steps per repeat (enough for a repeat to take a second or more) and
 # examples labelled by the teacher; the MiniLM teacher is slow on a CPU.
-STEPS = {"mlp": 300, "vgg": 24, "bilstm": 8}
+STEPS = {"mlp": 300, "vgg": 24, "bilstm": 4}
 LABEL_SIZE = {"mlp": 8192, "vgg": 2048, "bilstm": 128}
 WORDS = ("the movie was good bad great awful plot acting really not boring fun story "
          "characters ending music long short best worst ever seen again").split()
@@ -126,7 +126,9 @@ def fit_rate(model, dataset, steps: int, repeats: int, batch: int) -> tuple[floa
         model.fit(dataset, epochs=repeats + 1, steps_per_epoch=steps, verbose=0, shuffle=False,
                   callbacks=[timer])
     # The first epoch traces and warms up; the rest are timed.
-    return steps * batch / statistics.median(timer.seconds[1:]), memory.mib
+    timed = timer.seconds[1:]
+    spread = (max(timed) - min(timed)) / statistics.median(timed)
+    return steps * batch / statistics.median(timed), memory.mib, spread
 
 
 def predict_rate(fn, samples: int, repeats: int) -> tuple[float, float]:
@@ -137,7 +139,8 @@ def predict_rate(fn, samples: int, repeats: int) -> tuple[float, float]:
             started = time.perf_counter()
             fn()
             seconds.append(time.perf_counter() - started)
-    return samples / statistics.median(seconds), memory.mib
+    spread = (max(seconds) - min(seconds)) / statistics.median(seconds)
+    return samples / statistics.median(seconds), memory.mib, spread
 
 
 def bench_model(name: str, policy: str, steps: int, repeats: int, batch: int, label_size: int) -> dict:
@@ -196,7 +199,9 @@ def bench_model(name: str, policy: str, steps: int, repeats: int, batch: int, la
     return {"student_parameters": int(student().count_params()),
             "teacher_parameters": int(teacher.count_params()),
             "samples_per_s": {k: round(v[0], 1) for k, v in rows.items()},
-            "peak_rss_mib": {k: v[1] for k, v in rows.items()}}
+            "peak_rss_mib": {k: v[1] for k, v in rows.items()},
+            # (slowest - fastest) / median of the timed repeats: the noise floor.
+            "repeat_spread": {k: round(v[2], 3) for k, v in rows.items()}}
 
 
 def ratios(r: dict) -> dict:
@@ -243,6 +248,13 @@ def markdown(results: dict, auto: tuple[str, str]) -> str:
                 lines.append(f"- {name} {policy}: pipeline {step['direct_io'] - step['direct']:+.4f} ms, "
                              f"loss {step['cached'] - step['direct_io']:+.4f} ms per example "
                              f"(a direct step is {step['direct']:.4f} ms per example)")
+    spreads = [v for by_policy in results.values() for r in by_policy.values()
+               for v in r.get("repeat_spread", {}).values()]
+    if spreads:
+        lines += ["", f"Run-to-run noise: the timed repeats of one measurement differ by "
+                  f"{statistics.median(spreads):.0%} (median over all rows; up to {max(spreads):.0%}) "
+                  "between the fastest and the slowest, so ratios within a few percent of a target "
+                  "are not distinguishable from it on this machine."]
     lines += ["", "Targets: direct/bare >= 0.95, cached/direct >= 0.95, online within 10% of a "
               "teacher forward plus a direct step (online/predicted >= 0.90), label/predict_bare >= 0.90.",
               "", f"The hardware offers **{auto[0]}** here ({auto[1]}). `trainer.precision=auto` "
@@ -265,7 +277,7 @@ def main() -> None:
                              "full run take an hour; ask for them explicitly)")
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps per repeat (default: per model, see STEPS)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--label-size", type=int, default=None,
                         help="examples labelled by the teacher (default: per model)")
