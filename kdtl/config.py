@@ -232,3 +232,15 @@ def check_writable(folder: str | os.PathLike, what: str) -> None:
             pass
     except OSError as error:
         raise ConfigError(f"{what} {str(path)!r} is not writable: {error.strerror}") from None
+
+
+def canonical(node: Any) -> Any:
+    """A resolved plain copy of a config node without null values, for hashing:
+    a new optional setting that defaults to null does not change the key of
+    anything stored before it existed (teachers, logits, precision choices)."""
+    plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig,)) else node
+    if isinstance(plain, dict):
+        return {k: canonical(v) for k, v in plain.items() if v is not None}
+    if isinstance(plain, list):
+        return [canonical(v) for v in plain]
+    return plain

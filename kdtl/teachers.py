@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from kdtl import console, optimizers
 from kdtl.callbacks import ProgressBar
+from kdtl.config import canonical
 from kdtl.distiller import Distiller
 from kdtl.errors import ModelError
 from kdtl.models import BuiltModel, build_teacher
@@ -47,12 +48,12 @@ class Teacher:
 
 
 def teacher_key(cfg, data, policy: str) -> str:
-    teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
+    teacher = canonical(cfg.teacher)
     teacher.pop("checkpoint", None)
     shaped_by = {
         "version": STORE_VERSION,
         "teacher": teacher,
-        "data": OmegaConf.to_container(cfg.data, resolve=True),
+        "data": canonical(cfg.data),
         "data_fingerprint": data.fingerprint,
         "seed": cfg.trainer.seed,
         "precision": policy,

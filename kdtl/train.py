@@ -25,6 +25,7 @@ import kdtl
 from kdtl import checkpoint, console, logit_cache, optimizers, precision, teachers
 from kdtl.callbacks import SHOWN, ProgressBar, RunRecorder, truncate_metrics
 from kdtl.data import DATASETS
+from kdtl.config import canonical
 from kdtl.distiller import Distiller
 from kdtl.errors import ModelError, UserError
 from kdtl.models import build_student, build_teacher
@@ -36,7 +37,7 @@ RUN_FILES = ("checkpoints", "metrics.jsonl", "summary.json", "student.keras", "t
 
 
 def config_hash(cfg: DictConfig) -> str:
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain = canonical(cfg)
     plain.pop("paths", None)
     for key in ("resume", "progress"):
         plain.get("trainer", {}).pop(key, None)
@@ -103,7 +104,7 @@ def _choose_precision(cfg, role: str, data, teacher=None, measure: bool = True):
     setting = cfg.trainer.precision
     if setting != "auto":
         return setting, "set in config"
-    node = OmegaConf.to_container(cfg[role], resolve=True)
+    node = canonical(cfg[role])
     node.pop("checkpoint", None)
     batch = cfg.teacher.training.batch_size if role == "teacher" else cfg.trainer.batch_size
     key = hashlib.sha256(json.dumps([role, node, batch, data.name, str(data.input_shape),
