@@ -175,11 +175,21 @@ class Reproduction:
             verdicts.append(f"- {task}: distilled {'beats' if distilled > direct else 'does NOT beat'} "
                             f"direct training ({distilled:.4f} vs {direct:.4f} mean test accuracy over "
                             f"{len(r['direct'])} seeds); alpha and temperature chosen on validation.")
+        teacher_minutes = []
+        for task, r in results.items():
+            for s in r["distilled"]:
+                meta = Path((s.get("teacher") or {}).get("path") or "") / "meta.json"
+                if meta.is_file():
+                    seconds_taken = json.loads(meta.read_text())["metrics"].get("train_seconds")
+                    if seconds_taken is not None:
+                        teacher_minutes.append(f"{task} seed {s['seed']}: {seconds_taken / 60:.1f} min")
         m = machine()
         footer = [f"Profile `{self.name}`, {time.strftime('%Y-%m-%d %H:%M %Z')}, {m['processor']} "
                   f"({m['cpu_count']} cores, GPUs: {m['gpus'] or 'none'}), "
                   + ", ".join(f"{k} {v}" for k, v in versions().items())
-                  + f"; wall time of this command {seconds / 60:.1f} min (finished runs are reused).",
+                  + f"; wall time of this command {seconds / 60:.1f} min (finished runs are reused)"
+                  + (f"; teacher training, done once and stored: {', '.join(teacher_minutes)}."
+                     if teacher_minutes else "."),
                   f"Command: `kdtl reproduce profile={self.name} "
                   f"tasks=[{','.join(results)}] seeds={self.seeds}"
                   + (" " + " ".join(self.extra) if self.extra else "") + "`"]

@@ -136,6 +136,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         summary = json.loads(summary_path.read_text())
         if summary.get("config_hash") == digest:
             console.info(f"run already finished: {summary_path}")
+            if not (run_dir / "config.yaml").exists():
+                (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
             return summary
     resume_from = _start_or_resume(cfg, run_dir, digest)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
