@@ -170,7 +170,6 @@ class LayerwiseAdamW(keras.optimizers.AdamW):
 
 
 @TEACHERS.register("minilm", schema=BertTeacherConfig)
-@TEACHERS.register("bert", schema=BertTeacherConfig)
 def build_bert_teacher(cfg, data) -> BuiltModel:
     if data.kind != "text":
         raise ConfigError(f"teacher {cfg.name!r} takes text; data {data.name!r} gives {data.kind}")
