@@ -38,9 +38,12 @@ RUN_FILES = ("checkpoints", "metrics.jsonl", "summary.json", "student.keras", "t
 
 def config_hash(cfg: DictConfig) -> str:
     plain = canonical(cfg)
-    plain.pop("paths", None)
-    for key in ("resume", "progress"):
-        plain.get("trainer", {}).pop(key, None)
+    for dotted in NOT_HASHED:
+        *parents, leaf = dotted.split(".")
+        node = plain
+        for parent in parents:
+            node = node.get(parent, {})
+        node.pop(leaf, None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
