@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -298,6 +299,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "fit_seconds": round(fit_seconds, 1),
         "wall_seconds": round(time.perf_counter() - wall_started, 1),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(sys.argv),
         "versions": versions(),
         "machine": machine(),
     }
