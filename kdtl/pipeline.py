@@ -90,13 +90,11 @@ def train_dataset(
 
 
 def eval_dataset(student_inputs: Any, labels: np.ndarray, *, batch_size: int,
-                 teacher_inputs: Any = None, teacher_logits: np.ndarray | None = None,
-                 shared_inputs: bool = False) -> tf.data.Dataset:
+                 teacher_inputs: Any = None,
+                 teacher_logits: np.ndarray | None = None) -> tf.data.Dataset:
     """Batches in dataset order, without augmentation."""
     inputs = {STUDENT: student_inputs}
-    if shared_inputs:
-        pass  # the Distiller falls back to the student's inputs for the teacher
-    elif teacher_inputs is not None:
+    if teacher_inputs is not None:
         inputs[TEACHER] = teacher_inputs
     if teacher_logits is not None:
         inputs[TEACHER_LOGITS] = teacher_logits
