@@ -63,6 +63,7 @@ class TrainerConfig:
     eval_batch_size: int = MISSING
     precision: str = MISSING
     seed: int = MISSING
+    teacher_seed: Optional[int] = None
     resume: bool = MISSING
     jit_compile: bool = MISSING
     monitor: str = MISSING

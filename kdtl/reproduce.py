@@ -8,7 +8,8 @@ For each task of a profile (``kdtl/profiles/<profile>.yaml``):
 3. the chosen pair, one run per seed;
 
 the teacher of each seed is trained once (in the teacher store) and serves
-every run with that seed. Runs live under ``<results>/<profile>/runs/`` and a
+every run with that seed; a profile with ``teacher_seed: N`` trains one
+teacher (seed N) for all seeds, so the seeds vary the student only. Runs live under ``<results>/<profile>/runs/`` and a
 finished run is never redone, so a reproduction can be completed over several
 sittings. Writes ``table.md``, ``table.csv``, ``runs.jsonl`` and
 ``curves.png`` (validation accuracy per epoch, direct vs distilled).
@@ -100,6 +101,12 @@ class Reproduction:
 
         overrides = [*self.profile["tasks"][task]["overrides"], *self.extra,
                      *_fmt_overrides(alpha, temperature), f"trainer.seed={seed}", "trainer.progress=lines"]
+        # One teacher for every seed when the profile fixes its seed (the usual
+        # protocol of KD papers; teacher training is the costly part on a CPU).
+        # Left out where it equals the run's seed: the same config either way.
+        shared_seed = self.profile.get("teacher_seed")
+        if shared_seed is not None and shared_seed != seed:
+            overrides.append(f"trainer.teacher_seed={shared_seed}")
         [(_, cfg)] = compose_jobs(overrides, multirun=False)
         return validate(cfg)
 
@@ -147,7 +154,8 @@ class Reproduction:
                     f.write(json.dumps({"task": task, "role": "selection", **s}) + "\n")
         rows = []
         for task, r in results.items():
-            teachers = [s["teacher"] for s in r["distilled"] if s.get("teacher")]
+            # Each distinct teacher once (seeds may share one).
+            teachers = list({t["key"]: t for t in (s.get("teacher") for s in r["distilled"]) if t}.values())
             t0 = teachers[0] if teachers else {}
             rows.append(self._row(task, "teacher", [t["test_accuracy"] for t in teachers],
                                   t0.get("parameters"), t0.get("saved_bytes"), r["claim"],
@@ -177,8 +185,12 @@ class Reproduction:
                             f"{len(r['direct'])} seeds); alpha and temperature chosen on validation.")
         teacher_minutes = []
         for task, r in results.items():
+            seen = set()
             for s in r["distilled"]:
                 meta = Path((s.get("teacher") or {}).get("path") or "") / "meta.json"
+                if meta in seen:
+                    continue
+                seen.add(meta)
                 if meta.is_file():
                     seconds_taken = json.loads(meta.read_text())["metrics"].get("train_seconds")
                     if seconds_taken is not None:

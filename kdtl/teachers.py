@@ -47,6 +47,12 @@ class Teacher:
         return self.built.model
 
 
+def teacher_seed(cfg) -> int:
+    """The seed of the teacher stage: ``trainer.teacher_seed``, else ``trainer.seed``."""
+    seed = cfg.trainer.get("teacher_seed")
+    return cfg.trainer.seed if seed is None else seed
+
+
 def teacher_key(cfg, data, policy: str) -> str:
     teacher = canonical(cfg.teacher)
     teacher.pop("checkpoint", None)
@@ -55,7 +61,7 @@ def teacher_key(cfg, data, policy: str) -> str:
         "teacher": teacher,
         "data": canonical(cfg.data),
         "data_fingerprint": data.fingerprint,
-        "seed": cfg.trainer.seed,
+        "seed": teacher_seed(cfg),
         "precision": policy,
     }
     blob = json.dumps(shaped_by, sort_keys=True, default=str)
@@ -87,7 +93,7 @@ def _fit(built: BuiltModel, cfg, data, live: bool) -> None:
     fit_hook = built.info.get("prepare_fit")
     train_inputs = built.encode(data.train.inputs)
     dataset, steps = train_dataset(train_inputs, data.train.labels, batch_size=training.batch_size,
-                                   seed=cfg.trainer.seed + 1, epochs=training.epochs,
+                                   seed=teacher_seed(cfg) + 1, epochs=training.epochs,
                                    augment=data.augment)
     optimizer_cfg = OmegaConf.merge(cfg.optimizer, {
         "learning_rate": training.learning_rate, "weight_decay": training.weight_decay,
@@ -122,7 +128,7 @@ def prepare(cfg, data, policy: str, live: bool, train_if_missing: bool = True) -
 
     folder = store_dir(cfg, key)
     if (folder / META).is_file() and (folder / WEIGHTS).is_file():
-        keras.utils.set_random_seed(cfg.trainer.seed)
+        keras.utils.set_random_seed(teacher_seed(cfg))
         built = build_teacher(cfg.teacher, data)
         _load_weights(built.model, folder / WEIGHTS)
         meta = json.loads((folder / META).read_text())
@@ -131,7 +137,7 @@ def prepare(cfg, data, policy: str, live: bool, train_if_missing: bool = True) -
     if not train_if_missing:
         return None
 
-    keras.utils.set_random_seed(cfg.trainer.seed)
+    keras.utils.set_random_seed(teacher_seed(cfg))
     built = build_teacher(cfg.teacher, data)
     _check_classes(built.model, data.num_classes, f"teacher {cfg.teacher.name!r}")
     started = time.perf_counter()
