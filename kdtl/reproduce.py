@@ -195,13 +195,16 @@ class Reproduction:
                     seconds_taken = json.loads(meta.read_text())["metrics"].get("train_seconds")
                     if seconds_taken is not None:
                         teacher_minutes.append(f"{task} seed {s['seed']}: {seconds_taken / 60:.1f} min")
+        cost = _machine_minutes(results)
         m = machine()
         footer = [f"Profile `{self.name}`, {time.strftime('%Y-%m-%d %H:%M %Z')}, {m['processor']} "
                   f"({m['cpu_count']} cores, GPUs: {m['gpus'] or 'none'}), "
                   + ", ".join(f"{k} {v}" for k, v in versions().items())
                   + f"; wall time of this command {seconds / 60:.1f} min (finished runs are reused)"
                   + (f"; teacher training, done once and stored: {', '.join(teacher_minutes)}."
-                     if teacher_minutes else "."),
+                     if teacher_minutes else ".")
+                  + f" Machine time of the whole reproduction: {cost:.1f} min (the runs' own wall "
+                    "times, teacher training and logit labelling included).",
                   f"Command: `kdtl reproduce profile={self.name} "
                   f"tasks=[{','.join(results)}] seeds={self.seeds}"
                   + (" " + " ".join(self.extra) if self.extra else "") + "`"]
@@ -217,6 +220,27 @@ class Reproduction:
         std = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0 if accuracies else None
         return [task, model, mean, std, len(accuracies), parameters,
                 round(saved / 1e6, 2) if saved else None, *latency, claim if "student" in model else ""]
+
+
+def _machine_minutes(results: dict) -> float:
+    """What the reproduction cost: every run's wall time (a run that trained
+    its teacher or labelled logits includes that), plus the training time of
+    any teacher no run trained itself (stored by an earlier command)."""
+    runs = {}
+    for r in results.values():
+        for s in [*r["direct"], *r["distilled"], *r["selection"].values()]:
+            runs[s["run_dir"]] = s
+    seconds = sum(s.get("wall_seconds") or 0.0 for s in runs.values())
+    teachers: dict[str, bool] = {}
+    for s in runs.values():
+        t = s.get("teacher")
+        if t and t.get("path"):
+            teachers[t["path"]] = teachers.get(t["path"], False) or t.get("source") == "trained"
+    for path, trained_in_a_run in teachers.items():
+        meta = Path(path) / "meta.json"
+        if not trained_in_a_run and meta.is_file():
+            seconds += json.loads(meta.read_text())["metrics"].get("train_seconds") or 0.0
+    return seconds / 60
 
 
 def _latency(model_summary: dict) -> tuple[float | None, float | None]:

@@ -54,3 +54,25 @@ def test_reproduce_refuses_a_folder_of_another_profile(tmp_path, capfd):
     (tmp_path / "synthetic" / "profile.json").write_text(json.dumps({"profile": "synthetic", "extra": ["x=1"]}))
     assert main(["reproduce", "profile=synthetic", f"results_dir={tmp_path}"]) == 2
     assert "overwrite=true" in capfd.readouterr().err
+
+
+def test_a_profile_teacher_seed_shares_one_teacher_across_seeds(tmp_path, monkeypatch, capfd):
+    from kdtl import reproduce
+
+    profile = reproduce.load_profile("synthetic")
+    profile["teacher_seed"] = 0
+    monkeypatch.setattr(reproduce, "load_profile", lambda name: profile)
+    args = ["reproduce", "profile=synthetic", "seeds=2", f"results_dir={tmp_path / 'results'}",
+            f"paths.cache_dir={tmp_path / 'cache'}", "data.num_train=600", "data.num_test=200",
+            "teacher.hidden_units=[32]", "trainer.epochs=2", "teacher.training.epochs=2"]
+    assert main(args) == 0
+    folder = tmp_path / "results" / "synthetic"
+    runs = [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines()]
+    distilled = [r for r in runs if r["role"] == "distilled"]
+    assert sorted(r["seed"] for r in distilled) == [0, 1]
+    assert len({r["teacher"]["key"] for r in distilled}) == 1
+    assert len(list((tmp_path / "cache" / "teachers").iterdir())) == 1
+    with open(folder / "table.csv") as f:
+        teacher_row = next(row for row in csv.DictReader(f) if row["model"] == "teacher")
+    assert teacher_row["n"] == "1"
+    assert "Machine time of the whole reproduction" in (folder / "table.md").read_text()
