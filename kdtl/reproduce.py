@@ -197,7 +197,7 @@ class Reproduction:
                         teacher_minutes.append(f"{task} seed {s['seed']}: {seconds_taken / 60:.1f} min")
         cost = _machine_minutes(results)
         m = machine()
-        footer = [f"Profile `{self.name}`, {time.strftime('%Y-%m-%d %H:%M %Z')}, {m['processor']} "
+        footer = [f"Profile `{self.name}`, {time.strftime('%Y-%m-%d %H:%M %Z')}, {m['cpu']} "
                   f"({m['cpu_count']} cores, GPUs: {m['gpus'] or 'none'}), "
                   + ", ".join(f"{k} {v}" for k, v in versions().items())
                   + f"; wall time of this command {seconds / 60:.1f} min (finished runs are reused)"
@@ -254,6 +254,7 @@ def curves(path: Path, results: dict) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6), dpi=110, squeeze=False)
     for ax, (task, r) in zip(axes[0], results.items()):
@@ -268,6 +269,7 @@ def curves(path: Path, results: dict) -> None:
             ax.plot(epochs, values.mean(0), color=color, label=role)
             ax.fill_between(epochs, values.min(0), values.max(0), color=color, alpha=0.2)
         ax.set_title(task)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation accuracy")
         ax.grid(alpha=0.3)

@@ -53,10 +53,19 @@ def versions() -> dict[str, str]:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name where Linux tells it, else the architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, Any]:
     with console.quiet_native_stderr():
         gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    return {"platform": platform.platform(), "processor": platform.machine(),
+    return {"platform": platform.platform(), "processor": platform.machine(), "cpu": cpu_model(),
             "cpu_count": os.cpu_count(), "gpus": gpus}
 
 

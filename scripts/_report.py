@@ -23,11 +23,9 @@ def provenance(started: float) -> dict:
     from kdtl.console import quiet_native_stderr
     from kdtl.precision import cpu_has_fast_bf16
 
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor()
+    from kdtl.train import cpu_model
+
+    model = cpu_model()
     with quiet_native_stderr():
         gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     return {

@@ -58,7 +58,8 @@ def main() -> None:
     lines = ["# IMDB teacher: mean pooling vs [CLS]", "",
              f"MiniLM-L6 fine-tuned with the `task=imdb` settings on {sizes['train']:,} training "
              f"reviews; validation on {sizes['validation']:,}, test on a {sizes['test']:,}-review "
-             "subset. Chosen on validation.", "",
+             "subset. Chosen on validation."
+             + (f" Overrides: `{' '.join(args.overrides)}`." if args.overrides else ""), "",
              "| pooling | validation accuracy | test accuracy | fine-tuning s |", "|---|---|---|---|"]
     lines += [f"| {r['pooling']}{' (chosen)' if r is best else ''} | {r['validation_accuracy']:.4f} "
               f"| {r['test_accuracy']:.4f} | {r.get('train_seconds', '')} |" for r in rows]
