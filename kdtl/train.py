@@ -305,7 +305,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "fit_seconds": round(fit_seconds, 1),
         "wall_seconds": round(time.perf_counter() - wall_started, 1),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join(sys.argv),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "versions": versions(),
         "machine": machine(),
     }
