@@ -9,9 +9,9 @@ For each task of a profile (``kdtl/profiles/<profile>.yaml``):
 
 the teacher of each seed is trained once (in the teacher store) and serves
 every run with that seed; a profile with ``teacher_seed: N`` trains one
-teacher (seed N) for all seeds, so the seeds vary the student only. Runs live under ``<results>/<profile>/runs/`` and a
-finished run is never redone, so a reproduction can be completed over several
-sittings. Writes ``table.md``, ``table.csv``, ``runs.jsonl`` and
+teacher (seed N) for all seeds, so the seeds vary the student only. Runs live
+under ``<results>/<profile>/runs/`` and a finished run is never redone, so a
+reproduction can be completed over several sittings. Writes ``table.md``, ``table.csv``, ``runs.jsonl`` and
 ``curves.png`` (validation accuracy per epoch, direct vs distilled).
 """
 
