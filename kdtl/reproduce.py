@@ -103,10 +103,8 @@ class Reproduction:
                      *_fmt_overrides(alpha, temperature), f"trainer.seed={seed}", "trainer.progress=lines"]
         # One teacher for every seed when the profile fixes its seed (the usual
         # protocol of KD papers; teacher training is the costly part on a CPU).
-        # Left out where it equals the run's seed: the same config either way.
-        shared_seed = self.profile.get("teacher_seed")
-        if shared_seed is not None and shared_seed != seed:
-            overrides.append(f"trainer.teacher_seed={shared_seed}")
+        if self.profile.get("teacher_seed") is not None:
+            overrides.append(f"trainer.teacher_seed={self.profile['teacher_seed']}")
         [(_, cfg)] = compose_jobs(overrides, multirun=False)
         return validate(cfg)
 
@@ -187,14 +185,13 @@ class Reproduction:
         for task, r in results.items():
             seen = set()
             for s in r["distilled"]:
-                meta = Path((s.get("teacher") or {}).get("path") or "") / "meta.json"
-                if meta in seen:
+                path = (s.get("teacher") or {}).get("path")
+                if path in seen:
                     continue
-                seen.add(meta)
-                if meta.is_file():
-                    seconds_taken = json.loads(meta.read_text())["metrics"].get("train_seconds")
-                    if seconds_taken is not None:
-                        teacher_minutes.append(f"{task} seed {s['seed']}: {seconds_taken / 60:.1f} min")
+                seen.add(path)
+                seconds_taken = _stored_train_seconds(path)
+                if seconds_taken is not None:
+                    teacher_minutes.append(f"{task} seed {s['seed']}: {seconds_taken / 60:.1f} min")
         cost = _machine_minutes(results)
         m = machine()
         footer = [f"Profile `{self.name}`, {time.strftime('%Y-%m-%d %H:%M %Z')}, {m['cpu']} "
@@ -237,10 +234,17 @@ def _machine_minutes(results: dict) -> float:
         if t and t.get("path"):
             teachers[t["path"]] = teachers.get(t["path"], False) or t.get("source") == "trained"
     for path, trained_in_a_run in teachers.items():
-        meta = Path(path) / "meta.json"
-        if not trained_in_a_run and meta.is_file():
-            seconds += json.loads(meta.read_text())["metrics"].get("train_seconds") or 0.0
+        if not trained_in_a_run:
+            seconds += _stored_train_seconds(path) or 0.0
     return seconds / 60
+
+
+def _stored_train_seconds(path: str | None) -> float | None:
+    """The training time the teacher store recorded for the teacher at ``path``."""
+    meta = Path(path) / "meta.json" if path else None
+    if meta is None or not meta.is_file():
+        return None
+    return json.loads(meta.read_text())["metrics"].get("train_seconds")
 
 
 def _latency(model_summary: dict) -> tuple[float | None, float | None]:

@@ -39,6 +39,9 @@ RUN_FILES = ("checkpoints", "metrics.jsonl", "summary.json", "student.keras", "t
 
 def config_hash(cfg: DictConfig) -> str:
     plain = canonical(cfg)
+    trainer = plain.get("trainer", {})
+    if trainer.get("teacher_seed") == trainer.get("seed"):
+        trainer.pop("teacher_seed", None)  # the same run as leaving it unset
     for dotted in NOT_HASHED:
         *parents, leaf = dotted.split(".")
         node = plain

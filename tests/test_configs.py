@@ -67,3 +67,11 @@ def test_experiment_changes_only_what_it_names():
 def test_command_line_beats_task_defaults():
     cfg = compose_config(["task=synthetic", "trainer.epochs=2", "student.hidden_units=[5]"])
     assert cfg.trainer.epochs == 2 and list(cfg.student.hidden_units) == [5]
+
+
+def test_a_teacher_seed_equal_to_the_seed_is_the_same_run():
+    from kdtl.train import config_hash
+
+    unset = config_hash(compose_config(["trainer.seed=3"]))
+    assert config_hash(compose_config(["trainer.seed=3", "trainer.teacher_seed=3"])) == unset
+    assert config_hash(compose_config(["trainer.seed=3", "trainer.teacher_seed=0"])) != unset
