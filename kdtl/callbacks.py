@@ -83,6 +83,25 @@ def truncate_metrics(path: Path, epochs: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+class TeacherCheckpoint(keras.callbacks.Callback):
+    """After each teacher epoch: the teacher's weights, the optimizer's
+    variables and the history so far in ``folder`` (the store's ``.partial``
+    folder), so a killed teacher stage resumes at the epoch it reached."""
+
+    def __init__(self, folder: Path, model: keras.Model, optimizer, history: list[dict],
+                 seconds: float):
+        super().__init__()
+        self.folder, self.teacher, self.optimizer = Path(folder), model, optimizer
+        self.history, self.seconds = history, seconds
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.history.append({"epoch": epoch + 1, **{k: round(v, 6) for k, v in _floats(logs).items()}})
+        seconds = self.seconds + time.perf_counter() - self.started
+        checkpoint.save(self.folder, self.teacher, self.optimizer,
+                        {"epoch": epoch + 1, "history": self.history, "seconds": round(seconds, 1)})
+
+
 class ProgressBar(keras.callbacks.Callback):
     """A rich bar per epoch with live losses and ETA on a terminal; a single
     line per epoch elsewhere (logs, CI)."""

@@ -4,7 +4,8 @@ A teacher is stored under ``<cache_dir>/teachers/<name>-<key>/`` where the key
 hashes everything that shapes it (its config, the data's config and
 fingerprint, the seed, the precision). Every run with the same teacher
 settings -- each member of an alpha sweep, say -- reuses it instead of
-training it again. ``teacher.checkpoint=PATH`` uses a given teacher instead.
+training it again. While it trains, each epoch is checkpointed in
+``<name>-<key>.partial/``, so a killed teacher stage resumes where it was. ``teacher.checkpoint=PATH`` uses a given teacher instead.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import keras
 import numpy as np
 from omegaconf import OmegaConf
 
-from kdtl import console, optimizers
-from kdtl.callbacks import ProgressBar
+from kdtl import checkpoint, console, optimizers
+from kdtl.callbacks import ProgressBar, TeacherCheckpoint
 from kdtl.config import canonical
 from kdtl.distiller import Distiller
 from kdtl.errors import ModelError
@@ -87,14 +88,26 @@ def _check_classes(model: keras.Model, num_classes: int, where: str) -> None:
                          "they must agree")
 
 
-def _fit(built: BuiltModel, cfg, data, live: bool) -> None:
-    """Trains (or fine-tunes) the teacher with plain cross-entropy."""
+def partial_dir(folder: Path) -> Path:
+    """Where a teacher in training keeps its per-epoch checkpoint."""
+    return folder.with_name(folder.name + ".partial")
+
+
+def _fit(built: BuiltModel, cfg, data, live: bool, partial: Path) -> tuple[list[dict], float]:
+    """Trains (or fine-tunes) the teacher with plain cross-entropy, checkpointing
+    each epoch in ``partial`` and resuming from it when ``trainer.resume``.
+    Returns the per-epoch history and the seconds spent, resumed parts included."""
     training = cfg.teacher.training
+    found = checkpoint.find(partial / "last") if cfg.trainer.resume else None
+    if found is None and partial.exists():
+        shutil.rmtree(partial)
+    state = checkpoint.read_state(found) if found else {}
+    initial_epoch = state.get("epoch", 0)
     fit_hook = built.info.get("prepare_fit")
     train_inputs = built.encode(data.train.inputs)
     dataset, steps = train_dataset(train_inputs, data.train.labels, batch_size=training.batch_size,
                                    seed=teacher_seed(cfg) + 1, epochs=training.epochs,
-                                   augment=data.augment)
+                                   initial_epoch=initial_epoch, augment=data.augment)
     optimizer_cfg = OmegaConf.merge(cfg.optimizer, {
         "learning_rate": training.learning_rate, "weight_decay": training.weight_decay,
         "warmup_epochs": 0.0, "name": training.get("optimizer") or cfg.optimizer.name})
@@ -102,11 +115,20 @@ def _fit(built: BuiltModel, cfg, data, live: bool) -> None:
         optimizer_cfg, steps, training.epochs)
     trainer = Distiller(built.model, alpha=0.0)
     trainer.compile(optimizer=optimizer, jit_compile=cfg.trainer.jit_compile)
+    if found is not None:
+        checkpoint.restore(found, built.model, optimizer)
+        console.info(f"teacher: resuming after epoch {initial_epoch} from {found}")
+    history = list(state.get("history", []))
     validation = eval_dataset(built.encode(data.validation.inputs), data.validation.labels,
                               batch_size=cfg.trainer.eval_batch_size)
-    trainer.fit(dataset, epochs=training.epochs, steps_per_epoch=steps, validation_data=validation,
-                verbose=0, shuffle=False,
-                callbacks=[ProgressBar("teacher", training.epochs, steps, live, ("loss", "accuracy"))])
+    saver = TeacherCheckpoint(partial / "last", built.model, optimizer, history,
+                              state.get("seconds", 0.0))
+    if initial_epoch < training.epochs:
+        trainer.fit(dataset, epochs=training.epochs, initial_epoch=initial_epoch,
+                    steps_per_epoch=steps, validation_data=validation, verbose=0, shuffle=False,
+                    callbacks=[saver, ProgressBar("teacher", training.epochs, steps, live,
+                                                  ("loss", "accuracy"))])
+    return history, saver.seconds + time.perf_counter() - saver.started
 
 
 def prepare(cfg, data, policy: str, live: bool, train_if_missing: bool = True) -> Teacher | None:
@@ -140,16 +162,16 @@ def prepare(cfg, data, policy: str, live: bool, train_if_missing: bool = True) -
     keras.utils.set_random_seed(teacher_seed(cfg))
     built = build_teacher(cfg.teacher, data)
     _check_classes(built.model, data.num_classes, f"teacher {cfg.teacher.name!r}")
-    started = time.perf_counter()
+    history, seconds = [], 0.0
     if cfg.teacher.training.epochs > 0:
         console.info(f"teacher: training {cfg.teacher.name} ({built.model.count_params():,} parameters) "
                      f"for {cfg.teacher.training.epochs} epochs")
-        _fit(built, cfg, data, live)
-    seconds = time.perf_counter() - started
+        history, seconds = _fit(built, cfg, data, live, partial_dir(folder))
     metrics = {"validation_accuracy": evaluate(built, data.validation, eval_batch),
                "test_accuracy": evaluate(built, data.test, eval_batch),
                "train_seconds": round(seconds, 1)}
-    _save(folder, built, cfg, key, metrics)
+    _save(folder, built, cfg, key, metrics, history)
+    shutil.rmtree(partial_dir(folder), ignore_errors=True)
     console.info(f"teacher: validation accuracy {metrics['validation_accuracy']:.4f}, "
                  f"stored in {folder}")
     return Teacher(built, key, "trained", folder, metrics)
@@ -163,7 +185,8 @@ def _load_weights(model: keras.Model, path: Path) -> None:
         raise ModelError(f"cannot load teacher weights {str(path)!r} into {model.name}: {first}") from None
 
 
-def _save(folder: Path, built: BuiltModel, cfg, key: str, metrics: dict) -> None:
+def _save(folder: Path, built: BuiltModel, cfg, key: str, metrics: dict,
+          history: list[dict]) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -172,7 +195,8 @@ def _save(folder: Path, built: BuiltModel, cfg, key: str, metrics: dict) -> None
     meta = {"key": key, "teacher": OmegaConf.to_container(cfg.teacher, resolve=True),
             "data": OmegaConf.to_container(cfg.data, resolve=True),
             "parameters": int(built.model.count_params()),
-            "metrics": metrics, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "metrics": metrics, "history": history,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (tmp / META).write_text(json.dumps(meta, indent=2, default=str))
     if folder.exists():
         shutil.rmtree(folder)

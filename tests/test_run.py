@@ -123,6 +123,44 @@ def test_online_and_cached_teacher_logits_give_the_same_run(tmp_path):
     assert abs(cached["student"]["test_accuracy"] - online["student"]["test_accuracy"]) <= 0.01
 
 
+def test_a_killed_teacher_stage_resumes_from_its_last_epoch(tmp_path, monkeypatch):
+    """The teacher checkpoints each epoch in the store's .partial folder; a
+    rerun continues from it and ends like an uninterrupted teacher."""
+    from kdtl import callbacks
+
+    # Exact comparison: no dropout (its random stream is not part of a
+    # checkpoint) and a fixed precision (two caches could measure differently).
+    overrides = [*TINY, "teacher.training.epochs=4", "teacher.dropout=0.0", "trainer.epochs=1",
+                 "trainer.precision=float32"]
+    save_epoch = callbacks.TeacherCheckpoint.on_epoch_end
+
+    def killed_after_two(self, epoch, logs=None):
+        save_epoch(self, epoch, logs)
+        if epoch + 1 == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks.TeacherCheckpoint, "on_epoch_end", killed_after_two)
+    cfg = compose_config([*overrides, f"paths.cache_dir={tmp_path / 'cache'}"])
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run")
+    (partial,) = (tmp_path / "cache" / "teachers").glob("*.partial")
+    assert json.loads((partial / "last" / "state.json").read_text())["epoch"] == 2
+    monkeypatch.undo()
+
+    summary = train(cfg, tmp_path / "run")
+    assert not partial.exists()
+    meta = json.loads((partial.with_name(partial.name[:-len(".partial")]) / "meta.json").read_text())
+    assert [line["epoch"] for line in meta["history"]] == [1, 2, 3, 4]
+    straight = train(compose_config([*overrides, f"paths.cache_dir={tmp_path / 'straight'}"]),
+                     tmp_path / "straight-run")
+    assert straight["teacher"]["key"] == summary["teacher"]["key"]
+    assert abs(straight["teacher"]["test_accuracy"] - summary["teacher"]["test_accuracy"]) <= 0.01
+    (other,) = (tmp_path / "straight" / "teachers").glob("*/meta.json")
+    reference = json.loads(other.read_text())["history"]
+    for resumed, uninterrupted in zip(meta["history"], reference):
+        assert resumed["loss"] == pytest.approx(uninterrupted["loss"], rel=1e-3)
+
+
 SLOW_ENOUGH = ["data.num_train=30000", "trainer.epochs=12", "teacher.training.epochs=1",
                "trainer.progress=lines"]
 
