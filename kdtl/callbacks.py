@@ -96,7 +96,11 @@ class TeacherCheckpoint(keras.callbacks.Callback):
         self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.history.append({"epoch": epoch + 1, **{k: round(v, 6) for k, v in _floats(logs).items()}})
+        # A teacher trains on cross-entropy alone: its Distiller's distillation
+        # terms are zero and its student_loss is its loss.
+        kept = {k: round(v, 6) for k, v in _floats(logs).items()
+                if not k.endswith(("distillation_loss", "student_loss"))}
+        self.history.append({"epoch": epoch + 1, **kept})
         seconds = self.seconds + time.perf_counter() - self.started
         checkpoint.save(self.folder, self.teacher, self.optimizer,
                         {"epoch": epoch + 1, "history": self.history, "seconds": round(seconds, 1)})
