@@ -5,7 +5,8 @@ hashes everything that shapes it (its config, the data's config and
 fingerprint, the seed, the precision). Every run with the same teacher
 settings -- each member of an alpha sweep, say -- reuses it instead of
 training it again. While it trains, each epoch is checkpointed in
-``<name>-<key>.partial/``, so a killed teacher stage resumes where it was. ``teacher.checkpoint=PATH`` uses a given teacher instead.
+``<name>-<key>.partial/``, so a killed teacher stage resumes where it was.
+``teacher.checkpoint=PATH`` uses a given teacher instead.
 """
 
 from __future__ import annotations
