@@ -249,9 +249,10 @@ def test_tiny_image_task_with_augmentation_and_online_teacher(tmp_path):
     cfg = compose_config(["task=cifar10", "data=image_folder", f"data.path={archive}",
                           "teacher.widths=[4,8,8]", "teacher.training.epochs=1",
                           "student.widths=[4,8]", "trainer.epochs=2", "trainer.batch_size=16",
-                          "data.augment.crop_padding=4", "trainer.progress=none"])
+                          "data.augment.crop_padding=4", "distill.teacher_logits=auto",
+                          "trainer.progress=none"])
     summary = train(cfg, tmp_path / "run")
-    assert summary["teacher_logits"] == "online"
+    assert summary["teacher_logits"] == "online"  # auto with augmentation
     assert summary["data"]["train"] == 54 and summary["epochs"] == 2
     assert all(line["train"]["distillation_loss"] > 0 for line in _metrics(tmp_path / "run"))
 
