@@ -19,7 +19,8 @@ def image_bundle(n=4, classes=10):
 
 CASES = {
     "vgg": (build_student, ["task=cifar10", "student.widths=[4,8]"]),
-    "resnet": (build_teacher, ["task=cifar10", "teacher.widths=[4,8,8]"]),
+    "resnet": (build_teacher, ["task=cifar10", "teacher=resnet", "teacher.widths=[4,8,8]"]),
+    "resnet9": (build_teacher, ["task=cifar10", "teacher=resnet9", "teacher.widths=[4,4,8,8]"]),
 }
 
 
@@ -39,8 +40,9 @@ def test_tiny_model_runs_and_round_trips(case, tmp_path):
     np.testing.assert_allclose(again(x, training=False).numpy(), logits, rtol=1e-5, atol=1e-5)
 
 
-def test_default_vgg_is_at_most_40_percent_of_the_resnet_teacher():
-    cfg = compose_config(["task=cifar10"])
+@pytest.mark.parametrize("teacher", ["resnet", "resnet9"])
+def test_default_vgg_is_at_most_40_percent_of_either_resnet_teacher(teacher):
+    cfg = compose_config(["task=cifar10", f"teacher={teacher}"])
     data = image_bundle()
     student = build_student(cfg.student, data).model.count_params()
     teacher = build_teacher(cfg.teacher, data).model.count_params()
@@ -48,16 +50,29 @@ def test_default_vgg_is_at_most_40_percent_of_the_resnet_teacher():
 
 
 def test_resnet_depth_must_be_6n_plus_2():
-    cfg = compose_config(["task=cifar10", "teacher.depth=21"])
+    cfg = compose_config(["task=cifar10", "teacher=resnet", "teacher.depth=21"])
     with pytest.raises(ConfigError, match="6n \\+ 2"):
         build_teacher(cfg.teacher, image_bundle())
 
 
 def test_resnet20_has_the_papers_parameter_count():
-    cfg = compose_config(["task=cifar10", "teacher.widths=[16,32,64]"])
+    cfg = compose_config(["task=cifar10", "teacher=resnet", "teacher.widths=[16,32,64]"])
     params = build_teacher(cfg.teacher, image_bundle()).model.count_params()
     # 0.27M in He et al. (2016), Table 6 (projection shortcuts add ~3k).
     assert 0.26e6 < params < 0.29e6
+
+
+def test_resnet9_at_pages_widths_has_its_parameter_count():
+    cfg = compose_config(["task=cifar10", "teacher=resnet9", "teacher.widths=[64,128,256,512]"])
+    params = build_teacher(cfg.teacher, image_bundle()).model.count_params()
+    # Page's ResNet-9 (Myrtle.ai, 2018): 6.57M parameters.
+    assert 6.5e6 < params < 6.6e6
+
+
+def test_resnet9_needs_four_widths():
+    cfg = compose_config(["task=cifar10", "teacher=resnet9", "teacher.widths=[8,16,32]"])
+    with pytest.raises(ConfigError, match="4 positive widths"):
+        build_teacher(cfg.teacher, image_bundle())
 
 
 def test_keras_app_teacher_resizes_and_fine_tunes_top_k(tmp_path):
