@@ -313,6 +313,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "machine": machine(),
     }
     _write_json(summary_path, summary)
+    if teacher is not None and teacher.path and (teacher.path / teachers.META).is_file():
+        # The stored teacher's record (its config, metrics and per-epoch
+        # history) beside the run, so that the folder tells the whole story.
+        shutil.copyfile(teacher.path / teachers.META, run_dir / "teacher-meta.json")
     _print_results(summary)
     return summary
 

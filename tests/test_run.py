@@ -41,6 +41,9 @@ def test_run_writes_every_file(finished_run):
     assert list((run_dir / "tensorboard" / "train").glob("events.out.tfevents.*"))
     assert list((run_dir / "tensorboard" / "validation").glob("events.out.tfevents.*"))
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["distill"]["alpha"] == cfg.distill.alpha
+    teacher = json.loads((run_dir / "teacher-meta.json").read_text())
+    assert teacher["key"] == summary["teacher"]["key"]
+    assert len(teacher["history"]) == cfg.teacher.training.epochs
 
 
 def test_metrics_file_has_one_sane_line_per_epoch(finished_run):
@@ -247,7 +250,7 @@ def test_tiny_image_task_with_augmentation_and_online_teacher(tmp_path):
 
     archive = tar(write_images(tmp_path / "pets", size=(32, 32), per_class=(20, 5)), tmp_path / "pets.tar.gz")
     cfg = compose_config(["task=cifar10", "data=image_folder", f"data.path={archive}",
-                          "teacher.widths=[4,8,8]", "teacher.training.epochs=1",
+                          "teacher.widths=[4,4,8,8]", "teacher.training.epochs=1",
                           "student.widths=[4,8]", "trainer.epochs=2", "trainer.batch_size=16",
                           "data.augment.crop_padding=4", "distill.teacher_logits=auto",
                           "trainer.progress=none"])
@@ -267,7 +270,7 @@ def test_cached_augmented_views(tmp_path):
 
     archive = tar(write_images(tmp_path / "pets", size=(32, 32), per_class=(20, 5)), tmp_path / "pets.tar.gz")
     cfg = compose_config(["task=cifar10", "data=image_folder", f"data.path={archive}",
-                          "teacher.widths=[4,8,8]", "teacher.training.epochs=1",
+                          "teacher.widths=[4,4,8,8]", "teacher.training.epochs=1",
                           "student.widths=[4,8]", "trainer.epochs=3", "trainer.batch_size=16",
                           "data.augment.crop_padding=4", "trainer.progress=none",
                           "trainer.precision=float32",
