@@ -1,0 +1,78 @@
+"""How much would flip test-time augmentation add to a stored image teacher?
+
+Loads the teacher a finished ``kdtl train`` run used (its stored weights, its
+precision) and scores it on the run's validation and test splits twice: on
+the images as they are, and on the mean of its logits for each image and its
+left-right mirror. kdtl itself does not apply test-time augmentation; this
+measures whether it is worth adding. Writes ``<run>/tta.json`` and ``tta.md``
+(or ``--out``).
+
+Rerun: ``python scripts/teacher_tta.py results/cifar10-end-to-end-resnet9``
+(KDTL_DATA_DIR must hold the dataset the run used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import provenance, write  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished kdtl run folder whose teacher is stored")
+    parser.add_argument("--out", type=Path, help="folder to write (default: the run folder)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from kdtl import precision
+    from kdtl.config import validate
+    from kdtl.data import DATASETS
+    from kdtl.models import build_teacher
+    from kdtl.pipeline import predict_logits
+    from kdtl.teachers import WEIGHTS
+
+    summary = json.loads((args.run / "summary.json").read_text())
+    if not summary.get("teacher") or not summary["teacher"].get("path"):
+        sys.exit(f"error: {args.run} used no stored teacher")
+    cfg = validate(OmegaConf.load(args.run / "config.yaml"))
+    data = DATASETS.get(cfg.data.name).factory.load(cfg.data, cfg.paths)
+    if data.kind != "image":
+        sys.exit(f"error: flipping needs images; {cfg.data.name} holds {data.kind}")
+    precision.apply(summary["teacher_precision"])
+    built = build_teacher(cfg.teacher, data)
+    built.model.load_weights(Path(summary["teacher"]["path"]) / WEIGHTS)
+
+    rows = {}
+    for name, split in (("validation", data.validation), ("test", data.test)):
+        images = built.encode(split.inputs)
+        plain = predict_logits(built.model, images, cfg.trainer.eval_batch_size)
+        mirrored = predict_logits(built.model, np.ascontiguousarray(images[:, :, ::-1]),
+                                  cfg.trainer.eval_batch_size)
+        rows[name] = {"plain": float(np.mean(plain.argmax(1) == split.labels)),
+                      "flip_tta": float(np.mean((plain + mirrored).argmax(1) == split.labels)),
+                      "examples": len(split)}
+        print(name, rows[name], flush=True)
+
+    teacher = summary["teacher"]
+    lines = [f"# Flip test-time augmentation for the {teacher['name']} teacher of {args.run}", "",
+             "| split | examples | as is | mean of image and mirror |", "|---|---|---|---|"]
+    for name, row in rows.items():
+        lines.append(f"| {name} | {row['examples']:,} | {row['plain']:.4f} | {row['flip_tta']:.4f} |")
+    lines += ["", f"Teacher {teacher['key']} from {teacher['path']}, precision "
+              f"{summary['teacher_precision']}. kdtl's runs report the 'as is' column."]
+    payload = {"run": str(args.run), "teacher": teacher["key"], "splits": rows,
+               "provenance": provenance(started)}
+    write(args.out or args.run, "tta", payload, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
