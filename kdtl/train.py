@@ -34,7 +34,8 @@ from kdtl.pipeline import augmented_view_logits, eval_dataset, train_dataset
 
 # Settings that do not change what a run computes: a resumed run may differ in them.
 NOT_HASHED = ("paths", "trainer.resume", "trainer.progress")
-RUN_FILES = ("checkpoints", "metrics.jsonl", "summary.json", "student.keras", "tensorboard", "config.yaml")
+RUN_FILES = ("checkpoints", "metrics.jsonl", "summary.json", "student.keras", "tensorboard", "config.yaml",
+             "teacher-meta.json")
 
 
 def config_hash(cfg: DictConfig) -> str:
