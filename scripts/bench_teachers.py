@@ -26,9 +26,9 @@ import numpy as np  # noqa: E402
 import kdtl  # noqa: E402,F401
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from hydra import compose, initialize_config_module  # noqa: E402
 
-from kdtl.config import register_resolvers, validate  # noqa: E402
+from kdtl.cli import compose_jobs  # noqa: E402
+from kdtl.config import validate  # noqa: E402
 from kdtl.data import DataBundle, Split  # noqa: E402
 from kdtl.distiller import STUDENT, Distiller  # noqa: E402
 from kdtl.models import build_student, build_teacher  # noqa: E402
@@ -44,10 +44,8 @@ EPOCH = 45_000  # CIFAR-10 training images after the 10% validation split
 
 
 def build(role: str, overrides: list[str], data):
-    register_resolvers()
-    with initialize_config_module("kdtl.conf", version_base="1.3"):
-        cfg = compose("train", overrides=["task=cifar10", "data.path=.", *overrides])
-    validate(cfg)
+    [(_, cfg)] = compose_jobs(["task=cifar10", "data.path=.", *overrides], multirun=False)
+    cfg = validate(cfg)
     keras.utils.set_random_seed(0)
     if role == "teacher":
         return build_teacher(cfg.teacher, data).model
