@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -24,6 +24,9 @@ from kdtl.errors import ConfigError
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 TEACHER_LOGITS = ("auto", "online", "cached", "views")
 SCHEDULES = ("constant", "cosine", "onecycle")
+TTA = (None, "flip")
+"""A teacher's test-time augmentation: none, or the mean of its logits for an
+image and for the image's mirror image."""
 PROGRESS = ("auto", "bar", "lines", "none")
 
 
@@ -87,6 +90,9 @@ class TeacherTrainingConfig:
     weight_decay: float = MISSING
     optimizer: Optional[str] = None
     """adamw | sgd; null: the same optimizer as the student's."""
+    augment: Optional[Dict[str, Any]] = None
+    """Replaces some of ``data.augment``'s settings in the teacher stage only
+    (e.g. ``{cutout: 8}``); null: the student's augmentation."""
 
 
 @dataclass
@@ -195,7 +201,7 @@ def _check_values(cfg: DictConfig) -> None:
          f"optimizer.warmup_epochs must be in [0, trainer.epochs), got {o.warmup_epochs}")
     augment = cfg.data.get("augment")
     if d.teacher_logits == "cached" and d.alpha > 0 and augment is not None and (
-            augment.get("crop_padding") or augment.get("flip")):
+            augment.get("crop_padding") or augment.get("flip") or augment.get("cutout")):
         raise ConfigError("distill.teacher_logits=cached would pair each augmented view with the "
                           "logits of another; use online or auto (or turn data.augment off)")
     for who in ("teacher", "student"):
@@ -207,6 +213,15 @@ def _check_values(cfg: DictConfig) -> None:
     if training is not None:
         need(training.epochs >= 0, f"teacher.training.epochs must be >= 0, got {training.epochs}")
         need(training.batch_size > 0, f"teacher.training.batch_size must be > 0, got {training.batch_size}")
+        own = training.get("augment")
+        if own:
+            need(augment is not None, f"teacher.training.augment replaces data.augment settings, but "
+                                      f"data {cfg.data.name!r} has none")
+            unknown = sorted(set(own) - set(augment))
+            need(not unknown, f"teacher.training.augment: unknown setting {', '.join(unknown)} "
+                              f"(data.augment has {', '.join(augment)})")
+    tta = cfg.teacher.get("tta")
+    need(tta in TTA, f"teacher.tta must be null or flip, got {tta!r}")
     checkpoint = cfg.teacher.get("checkpoint")
     if checkpoint:
         need(Path(checkpoint).expanduser().is_file(),

@@ -58,6 +58,7 @@ def teacher_seed(cfg) -> int:
 def teacher_key(cfg, data, policy: str) -> str:
     teacher = canonical(cfg.teacher)
     teacher.pop("checkpoint", None)
+    teacher.pop("tta", None)  # how it predicts, not what is stored
     shaped_by = {
         "version": STORE_VERSION,
         "teacher": teacher,
@@ -80,6 +81,34 @@ def evaluate(built: BuiltModel, split, batch_size: int) -> float:
     distiller.compile()
     dataset = eval_dataset(built.encode(split.inputs), split.labels, batch_size=batch_size)
     return float(distiller.evaluate(dataset, verbose=0, return_dict=True)["accuracy"])
+
+
+def with_tta(built: BuiltModel, tta: str | None) -> BuiltModel:
+    """The teacher as it predicts: ``built`` itself, or with ``tta=flip`` a
+    model whose logits are the mean of ``built``'s for the image and for its
+    mirror image (the same weights, called twice)."""
+    if not tta:
+        return built
+    model = built.model
+    if len(model.input_shape) != 4:
+        raise ModelError(f"teacher.tta={tta} mirrors images, but {model.name} takes "
+                         f"inputs of shape {model.input_shape}")
+    image = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name="image")
+    mirrored = keras.ops.flip(image, axis=2)
+    averaged = keras.layers.Average(name="flip_mean", dtype="float32")([model(image), model(mirrored)])
+    return BuiltModel(keras.Model(image, averaged, name=f"{model.name}_flip_tta"),
+                      built.encode, built.info)
+
+
+def score(built: BuiltModel, predicting: BuiltModel, data, batch_size: int) -> dict:
+    """Validation and test accuracy of the teacher as it predicts and, when
+    that adds test-time augmentation, of the plain model too."""
+    metrics = {"validation_accuracy": evaluate(predicting, data.validation, batch_size),
+               "test_accuracy": evaluate(predicting, data.test, batch_size)}
+    if predicting is not built:
+        metrics["validation_accuracy_single_view"] = evaluate(built, data.validation, batch_size)
+        metrics["test_accuracy_single_view"] = evaluate(built, data.test, batch_size)
+    return metrics
 
 
 def _check_classes(model: keras.Model, num_classes: int, where: str) -> None:
@@ -106,9 +135,10 @@ def _fit(built: BuiltModel, cfg, data, live: bool, partial: Path) -> tuple[list[
     initial_epoch = state.get("epoch", 0)
     fit_hook = built.info.get("prepare_fit")
     train_inputs = built.encode(data.train.inputs)
+    augment = data.augment_with(training.augment) if training.get("augment") else data.augment
     dataset, steps = train_dataset(train_inputs, data.train.labels, batch_size=training.batch_size,
                                    seed=teacher_seed(cfg) + 1, epochs=training.epochs,
-                                   initial_epoch=initial_epoch, augment=data.augment)
+                                   initial_epoch=initial_epoch, augment=augment)
     optimizer_cfg = OmegaConf.merge(cfg.optimizer, {
         "learning_rate": training.learning_rate, "weight_decay": training.weight_decay,
         "warmup_epochs": 0.0, "name": training.get("optimizer") or cfg.optimizer.name})
@@ -137,6 +167,7 @@ def prepare(cfg, data, policy: str, live: bool, train_if_missing: bool = True) -
     none (or ``None`` when ``train_if_missing`` is false and none is stored)."""
     key = teacher_key(cfg, data, policy)
     eval_batch = cfg.trainer.eval_batch_size
+    tta = cfg.teacher.get("tta")
     if cfg.teacher.checkpoint:
         path = Path(cfg.teacher.checkpoint).expanduser()
         built = build_teacher(cfg.teacher, data)
@@ -145,9 +176,9 @@ def prepare(cfg, data, policy: str, live: bool, train_if_missing: bool = True) -
         else:
             _load_weights(built.model, path)
         _check_classes(built.model, data.num_classes, f"teacher.checkpoint {str(path)!r}")
-        metrics = {"validation_accuracy": evaluate(built, data.validation, eval_batch),
-                   "test_accuracy": evaluate(built, data.test, eval_batch)}
-        return Teacher(built, f"checkpoint-{key}", "checkpoint", path, metrics)
+        predicting = with_tta(built, tta)
+        return Teacher(predicting, f"checkpoint-{key}", "checkpoint", path,
+                       score(built, predicting, data, eval_batch))
 
     folder = store_dir(cfg, key)
     if (folder / META).is_file() and (folder / WEIGHTS).is_file():
@@ -156,7 +187,11 @@ def prepare(cfg, data, policy: str, live: bool, train_if_missing: bool = True) -
         _load_weights(built.model, folder / WEIGHTS)
         meta = json.loads((folder / META).read_text())
         console.info(f"teacher: reusing {folder}")
-        return Teacher(built, key, "store", folder, meta["metrics"])
+        predicting, metrics = with_tta(built, tta), meta["metrics"]
+        if meta["teacher"].get("tta") != tta:  # stored with other test-time augmentation
+            kept = {k: v for k, v in metrics.items() if "accuracy" not in k}
+            metrics = {**kept, **score(built, predicting, data, eval_batch)}
+        return Teacher(predicting, key, "store", folder, metrics)
     if not train_if_missing:
         return None
 
@@ -168,14 +203,13 @@ def prepare(cfg, data, policy: str, live: bool, train_if_missing: bool = True) -
         console.info(f"teacher: training {cfg.teacher.name} ({built.model.count_params():,} parameters) "
                      f"for {cfg.teacher.training.epochs} epochs")
         history, seconds = _fit(built, cfg, data, live, partial_dir(folder))
-    metrics = {"validation_accuracy": evaluate(built, data.validation, eval_batch),
-               "test_accuracy": evaluate(built, data.test, eval_batch),
-               "train_seconds": round(seconds, 1)}
+    predicting = with_tta(built, tta)
+    metrics = {**score(built, predicting, data, eval_batch), "train_seconds": round(seconds, 1)}
     _save(folder, built, cfg, key, metrics, history)
     shutil.rmtree(partial_dir(folder), ignore_errors=True)
-    console.info(f"teacher: validation accuracy {metrics['validation_accuracy']:.4f}, "
-                 f"stored in {folder}")
-    return Teacher(built, key, "trained", folder, metrics)
+    console.info(f"teacher: validation accuracy {metrics['validation_accuracy']:.4f}"
+                 f"{' (flip TTA)' if tta else ''}, stored in {folder}")
+    return Teacher(predicting, key, "trained", folder, metrics)
 
 
 def _load_weights(model: keras.Model, path: Path) -> None:

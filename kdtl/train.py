@@ -298,8 +298,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             "path": str(teacher.path) if teacher.path else None,
             "parameters": int(teacher.model.count_params()),
             "saved_bytes": _teacher_bytes(teacher),
+            "tta": cfg.teacher.get("tta"),
             "validation_accuracy": teacher.metrics.get("validation_accuracy"),
             "test_accuracy": teacher.metrics.get("test_accuracy"),
+            # Without the test-time augmentation, when it has one.
+            **{k: teacher.metrics[k] for k in ("validation_accuracy_single_view",
+                                               "test_accuracy_single_view") if k in teacher.metrics},
             "latency_ms_per_example": teacher_latency,
         },
         "data": {"name": data.name, "source": data.source, "fingerprint": data.fingerprint,
@@ -349,7 +353,8 @@ def _print_results(summary: dict) -> None:
     rows = []
     teacher = summary["teacher"]
     if teacher:
-        rows.append(["teacher " + teacher["name"], f"{teacher['parameters']:,}",
+        tta = f" ({teacher['tta']} TTA)" if teacher.get("tta") else ""
+        rows.append(["teacher " + teacher["name"] + tta, f"{teacher['parameters']:,}",
                      teacher["validation_accuracy"], teacher["test_accuracy"]])
     student = summary["student"]
     what = "student (direct)" if summary["alpha"] == 0 else f"student (distilled, alpha={summary['alpha']})"

@@ -30,6 +30,14 @@ BAD = {
     "sweep value without -m": (["distill.alpha=0.1,0.5"], "Ambiguous value"),
     "cached logits with augmentation": (["task=cifar10", "distill.teacher_logits=cached",
                                          "data.path=."], "augmented view"),
+    "cutout in cached logits": (["task=cifar10", "data.augment.crop_padding=0", "data.augment.flip=false",
+                                 "data.augment.cutout=8", "distill.teacher_logits=cached",
+                                 "data.path=."], "augmented view"),
+    "teacher augment on text": (["+teacher.training.augment={cutout: 8}"], "has none"),
+    "unknown teacher augment": (["task=cifar10", "teacher.training.augment={cutot: 8}",
+                                 "data.path=."], "unknown setting cutot"),
+    "unknown tta": (["task=cifar10", "teacher.tta=rotate", "data.path=."], "teacher.tta must be"),
+    "tta on a text teacher": (["+teacher.tta=flip"], "teacher.tta"),
 }
 
 

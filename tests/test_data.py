@@ -188,6 +188,47 @@ def test_augment_crops_and_flips_deterministically():
     assert augment.__name__ and make_augment(AugmentConfig(crop_padding=0, flip=False), 0) is None
 
 
+def test_cutout_erases_one_square_per_image_where_its_seed_says():
+    import tensorflow as tf
+
+    from kdtl.data.images import AugmentConfig, make_augment
+
+    images = np.full((500, 16, 16, 3), 200, np.uint8)
+    indices = tf.range(500)
+    augment = make_augment(AugmentConfig(crop_padding=0, flip=False, cutout=4), seed=0)
+    out = augment(tf.constant(images), indices, tf.constant(1)).numpy()
+    np.testing.assert_array_equal(out, augment(tf.constant(images), indices, tf.constant(1)).numpy())
+    erased = out[..., 0] == 128
+    assert set(np.unique(out)) == {128, 200} and (erased == (out == 128).all(-1)).all()
+    for mask in erased:  # one axis-aligned rectangle, at most 4x4, cut only by the border
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        assert 1 <= len(rows) <= 4 and 1 <= len(cols) <= 4
+        assert mask.sum() == len(rows) * len(cols) and np.ptp(rows) == len(rows) - 1
+        if 0 not in rows and 15 not in rows:
+            assert len(rows) == 4
+    assert np.mean(erased.sum((1, 2)) == 16) > 0.5  # mostly whole squares
+    # Centres spread over the whole image.
+    assert erased.any(0).all()
+    other = augment(tf.constant(images), indices, tf.constant(2)).numpy()
+    assert not np.array_equal(out, other)
+    assert make_augment(AugmentConfig(crop_padding=0, flip=False, cutout=0), 0) is None
+
+
+def test_teacher_augment_overrides_are_checked():
+    from omegaconf import OmegaConf
+
+    from kdtl.data.images import merge_augment
+    from kdtl.errors import ConfigError, DataError
+
+    base = OmegaConf.create({"crop_padding": 4, "flip": True})
+    merged = merge_augment(base, {"cutout": 8})
+    assert (merged.crop_padding, merged.flip, merged.cutout) == (4, True, 8)
+    with pytest.raises(ConfigError, match="cutot"):
+        merge_augment(base, {"cutot": 8})
+    with pytest.raises(DataError, match="cutout must be >= 0"):
+        merge_augment(base, {"cutout": -1})
+
+
 # --- text ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("packed", [False, True])

@@ -287,3 +287,53 @@ def test_cached_augmented_views(tmp_path):
     images = data.train.inputs
     augmented = data.augment(tf.constant(images), tf.range(len(images)), tf.constant(1, tf.int64))
     np.testing.assert_allclose(teacher.model(augmented, training=False).numpy(), views[1], rtol=1e-4, atol=1e-4)
+
+
+def test_flip_tta_teacher_with_its_own_cutout(tmp_path, monkeypatch):
+    """teacher.tta=flip: the teacher scores and teaches with the mean of its logits
+    for each image and its mirror image; teacher.training.augment reaches the
+    teacher stage only; switching tta off reuses the stored teacher."""
+    import tensorflow as tf
+
+    from kdtl import teachers
+    from kdtl.data import DATASETS
+    from kdtl.models import build_teacher
+    from tests.test_data import tar, write_images
+
+    seen = {}
+
+    def spying(*args, augment=None, **kwargs):
+        seen["augment"] = augment
+        return train_dataset(*args, augment=augment, **kwargs)
+
+    train_dataset = teachers.train_dataset
+    monkeypatch.setattr(teachers, "train_dataset", spying)
+    archive = tar(write_images(tmp_path / "pets", size=(32, 32), per_class=(20, 5)), tmp_path / "pets.tar.gz")
+    common = ["task=cifar10", "data=image_folder", f"data.path={archive}", "teacher.widths=[4,4,8,8]",
+              "teacher.training.epochs=1", "student.widths=[4,8]", "trainer.epochs=1",
+              "trainer.batch_size=16", "trainer.progress=none", "trainer.precision=float32",
+              "distill.views=1", "teacher.training.augment={cutout: 6}"]
+    cfg = compose_config([*common, "teacher.tta=flip"])
+    summary = train(cfg, tmp_path / "run")
+    teacher = summary["teacher"]
+    assert teacher["tta"] == "flip" and teacher["source"] == "trained"
+    assert {"test_accuracy_single_view", "validation_accuracy_single_view"} <= set(teacher)
+    # The teacher stage cut squares out; the student's augmentation did not.
+    grey = np.full((8, 32, 32, 3), 200, np.uint8)
+    cut = seen["augment"](tf.constant(grey), tf.range(8), tf.constant(0, tf.int64)).numpy()
+    assert (cut == 128).any()
+    assert summary["teacher_logits"] == "views"
+    # The stored view logits are the mean over the image and its mirror image.
+    data = DATASETS.get("image_folder").factory.load(cfg.data, cfg.paths)
+    plain = build_teacher(cfg.teacher, data).model
+    plain.load_weights(teacher["path"] + "/teacher.weights.h5")
+    view = data.augment(tf.constant(data.train.inputs), tf.range(len(data.train)), tf.constant(0, tf.int64))
+    expected = (plain(view, training=False) + plain(tf.reverse(view, axis=[2]), training=False)) / 2
+    stored = np.load(next((tmp_path / "cache" / "logits").iterdir()) / "train_view0.npy")
+    np.testing.assert_allclose(stored, expected.numpy(), rtol=1e-4, atol=1e-4)
+    assert not np.allclose(stored, plain(view, training=False).numpy(), atol=1e-4)
+    # tta off: the same stored teacher, scored as a plain model.
+    again = train(compose_config([*common, "teacher.tta=null"]), tmp_path / "run2")["teacher"]
+    assert again["source"] == "store" and again["key"] == teacher["key"] and again["tta"] is None
+    assert again["test_accuracy"] == pytest.approx(teacher["test_accuracy_single_view"])
+    assert "test_accuracy_single_view" not in again

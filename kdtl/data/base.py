@@ -52,6 +52,10 @@ class DataBundle:
     augment: Any = None
     """``augment(batch, example_indices, epoch) -> batch`` for training batches
     (tf ops, deterministic in its arguments), or ``None``."""
+    augment_with: Any = None
+    """``augment_with(overrides) -> augment`` with some of the data's augment
+    settings replaced (a teacher stage's own augmentation), or ``None`` where
+    the data has no augment settings."""
     info: dict = field(default_factory=dict)
 
     def sizes(self) -> dict[str, int]:

@@ -15,12 +15,13 @@ from typing import List, Optional
 
 import numpy as np
 import tensorflow as tf
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
 from PIL import Image, UnidentifiedImageError
 
 from kdtl.data.base import DATASETS, DataBundle, Split, check_split_settings, fingerprint, make_splits
 from kdtl.data import sources
-from kdtl.errors import DataError
+from kdtl.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
@@ -34,6 +35,9 @@ class AugmentConfig:
     """Pad each side by this many pixels (reflect), then crop back at random; 0 = off."""
     flip: bool = MISSING
     """Random horizontal flip."""
+    cutout: Optional[int] = None
+    """Erase a square of this side to mid-grey, centred anywhere in the image
+    (so it may be cut by the border; DeVries & Taylor 2017); null or 0 = off."""
 
 
 @dataclass
@@ -159,15 +163,22 @@ def read_tfds_images(tfds_name: str, data_dir: str | None) -> dict[str, np.ndarr
     return arrays
 
 
-def make_augment(cfg: AugmentConfig, seed: int):
-    """Pad-and-random-crop plus horizontal flip over whole uint8 batches.
+def check_augment(cfg: AugmentConfig, where: str) -> None:
+    if cfg.crop_padding < 0:
+        raise DataError(f"{where}.crop_padding must be >= 0, got {cfg.crop_padding}")
+    if (getattr(cfg, "cutout", None) or 0) < 0:
+        raise DataError(f"{where}.cutout must be >= 0 or null, got {cfg.cutout}")
 
-    The crop offsets and flip of an example are a hash of ``(seed, epoch,
-    example index)``: the same on a resumed run, and the same for a given view
-    index when logits of augmented views are cached.
+
+def make_augment(cfg: AugmentConfig, seed: int):
+    """Pad-and-random-crop, horizontal flip and cutout over whole uint8 batches.
+
+    The crop offsets, flip and cutout square of an example are a hash of
+    ``(seed, epoch, example index)``: the same on a resumed run, and the same
+    for a given view index when logits of augmented views are cached.
     """
-    pad, flip = int(cfg.crop_padding), bool(cfg.flip)
-    if pad == 0 and not flip:
+    pad, flip, cutout = int(cfg.crop_padding), bool(cfg.flip), int(getattr(cfg, "cutout", None) or 0)
+    if pad == 0 and not flip and not cutout:
         return None
 
     def augment(images, indices, epoch):
@@ -188,6 +199,19 @@ def make_augment(cfg: AugmentConfig, seed: int):
         if flip:
             flips = tf.equal((h // 1000003) % 2, 1)
             images = tf.where(flips[:, None, None, None], tf.reverse(images, axis=[2]), images)
+        if cutout:
+            # h is linear in the index; an xorshift-multiply round decorrelates
+            # the centres of neighbouring examples (and from the crop and flip).
+            g = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 13)) * 1274126177 % 2147483647
+            g = tf.bitwise.bitwise_xor(g, tf.bitwise.right_shift(g, 16))
+            top = tf.cast(g % tf.cast(height, tf.int64), tf.int32) - cutout // 2
+            left = tf.cast((g // 65536) % tf.cast(width, tf.int64), tf.int32) - cutout // 2
+            rows = tf.range(height)[None, :] - top[:, None]
+            cols = tf.range(width)[None, :] - left[:, None]
+            in_rows = (rows >= 0) & (rows < cutout)
+            in_cols = (cols >= 0) & (cols < cutout)
+            inside = in_rows[:, :, None] & in_cols[:, None, :]
+            images = tf.where(inside[..., None], tf.constant(128, images.dtype), images)
         return images
 
     return augment
@@ -207,6 +231,7 @@ class ImageFolderDataset:
         check_split_settings(cfg)
         if cfg.image_size is not None and (len(cfg.image_size) != 2 or min(cfg.image_size) < 1):
             raise DataError(f"data.image_size must be [height, width], got {list(cfg.image_size)}")
+        check_augment(cfg.augment, "data.augment")
         self._source(cfg, paths)
 
     def _read(self, source: sources.Source, cfg, paths) -> dict[str, np.ndarray]:
@@ -229,7 +254,21 @@ class ImageFolderDataset:
             fingerprint=fingerprint(arrays["train_labels"], arrays["test_labels"],
                                     train.inputs[:64], len(train), len(validation), len(test),
                                     cfg.split_seed, cfg.validation_fraction),
-            augment=make_augment(cfg.augment, cfg.split_seed))
+            augment=make_augment(cfg.augment, cfg.split_seed),
+            augment_with=lambda overrides: make_augment(
+                merge_augment(cfg.augment, overrides), cfg.split_seed))
+
+
+def merge_augment(cfg, overrides) -> AugmentConfig:
+    """``cfg`` with the settings named in ``overrides`` replaced (checked)."""
+    merged = OmegaConf.merge(OmegaConf.structured(AugmentConfig), cfg)
+    try:
+        merged = OmegaConf.merge(merged, overrides)
+    except (ConfigKeyError, ValidationError) as error:
+        raise ConfigError(f"teacher.training.augment: {str(error).splitlines()[0]} (settings: "
+                          f"{', '.join(AugmentConfig.__dataclass_fields__)})") from None
+    check_augment(merged, "teacher.training.augment")
+    return merged
 
 
 class Cifar10Dataset(ImageFolderDataset):

@@ -22,7 +22,7 @@ from omegaconf import MISSING
 
 from kdtl.config import TeacherTrainingConfig
 from kdtl.errors import ConfigError, ModelError
-from kdtl.models.base import TEACHERS, BuiltModel
+from kdtl.models.base import TEACHERS, BuiltModel, ImageTeacherConfig
 
 
 @dataclass
@@ -32,7 +32,7 @@ class AppTrainingConfig(TeacherTrainingConfig):
 
 
 @dataclass
-class KerasAppConfig:
+class KerasAppConfig(ImageTeacherConfig):
     name: str = MISSING
     num_classes: Optional[int] = None
     application: str = MISSING

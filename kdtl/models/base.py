@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import keras
 
@@ -24,6 +24,16 @@ class BuiltModel:
     """Raw split inputs (numpy) -> this model's inputs (numpy), run once per split."""
     info: dict = field(default_factory=dict)
     """Facts worth reporting (tokenizer, pretrained weights used, ...)."""
+
+
+@dataclass
+class ImageTeacherConfig:
+    """Settings every image teacher's config has (its schema derives from this)."""
+
+    tta: Optional[str] = None
+    """Test-time augmentation: null, or flip (the mean of the logits of the
+    image and of its mirror image, wherever the teacher predicts: its scores,
+    the logits it teaches with; training is unchanged)."""
 
 
 def build_teacher(cfg, data) -> BuiltModel:

@@ -16,7 +16,7 @@ from omegaconf import MISSING
 
 from kdtl.config import TeacherTrainingConfig
 from kdtl.errors import ConfigError
-from kdtl.models.base import STUDENTS, TEACHERS, BuiltModel
+from kdtl.models.base import STUDENTS, TEACHERS, BuiltModel, ImageTeacherConfig
 
 
 @dataclass
@@ -30,7 +30,7 @@ class VGGConfig:
 
 
 @dataclass
-class ResNetConfig:
+class ResNetConfig(ImageTeacherConfig):
     name: str = MISSING
     num_classes: Optional[int] = None
     depth: int = MISSING
@@ -42,7 +42,7 @@ class ResNetConfig:
 
 
 @dataclass
-class ResNet9Config:
+class ResNet9Config(ImageTeacherConfig):
     name: str = MISSING
     num_classes: Optional[int] = None
     widths: List[int] = MISSING

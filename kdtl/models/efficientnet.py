@@ -23,7 +23,7 @@ from omegaconf import MISSING
 
 from kdtl.errors import ConfigError, ModelError
 from kdtl.models.applications import AppTrainingConfig
-from kdtl.models.base import TEACHERS, BuiltModel
+from kdtl.models.base import TEACHERS, BuiltModel, ImageTeacherConfig
 from kdtl.models.torch_weights import load_state_dict
 
 # (repeats, kernel, stride, expand ratio, input filters, output filters)
@@ -33,7 +33,7 @@ BN_EPSILON = 1e-3
 
 
 @dataclass
-class EfficientNetConfig:
+class EfficientNetConfig(ImageTeacherConfig):
     name: str = MISSING
     num_classes: Optional[int] = None
     weights: Optional[str] = None
