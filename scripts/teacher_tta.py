@@ -3,9 +3,9 @@
 Loads the teacher a finished ``kdtl train`` run used (its stored weights, its
 precision) and scores it on the run's validation and test splits twice: on
 the images as they are, and on the mean of its logits for each image and its
-left-right mirror. kdtl itself does not apply test-time augmentation; this
-measures whether it is worth adding. Writes ``<run>/tta.json`` and ``tta.md``
-(or ``--out``).
+left-right mirror (kdtl's ``teacher.tta=flip``, whatever the run used): is
+the test-time augmentation worth its second forward pass? Writes
+``<run>/tta.json`` and ``tta.md`` (or ``--out``).
 
 Rerun: ``python scripts/teacher_tta.py results/cifar10-end-to-end-resnet9``
 (KDTL_DATA_DIR must hold the dataset the run used).
@@ -30,15 +30,13 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
 
-    import numpy as np
     from omegaconf import OmegaConf
 
     from kdtl import precision
     from kdtl.config import validate
     from kdtl.data import DATASETS
     from kdtl.models import build_teacher
-    from kdtl.pipeline import predict_logits
-    from kdtl.teachers import WEIGHTS
+    from kdtl.teachers import WEIGHTS, score, with_tta
 
     summary = json.loads((args.run / "summary.json").read_text())
     if not summary.get("teacher") or not summary["teacher"].get("path"):
@@ -50,17 +48,11 @@ def main() -> None:
     precision.apply(summary["teacher_precision"])
     built = build_teacher(cfg.teacher, data)
     built.model.load_weights(Path(summary["teacher"]["path"]) / WEIGHTS)
-
-    rows = {}
-    for name, split in (("validation", data.validation), ("test", data.test)):
-        images = built.encode(split.inputs)
-        plain = predict_logits(built.model, images, cfg.trainer.eval_batch_size)
-        mirrored = predict_logits(built.model, np.ascontiguousarray(images[:, :, ::-1]),
-                                  cfg.trainer.eval_batch_size)
-        rows[name] = {"plain": float(np.mean(plain.argmax(1) == split.labels)),
-                      "flip_tta": float(np.mean((plain + mirrored).argmax(1) == split.labels)),
-                      "examples": len(split)}
-        print(name, rows[name], flush=True)
+    scores = score(built, with_tta(built, "flip"), data, cfg.trainer.eval_batch_size)
+    rows = {name: {"plain": scores[f"{name}_accuracy_single_view"],
+                   "flip_tta": scores[f"{name}_accuracy"], "examples": len(split)}
+            for name, split in (("validation", data.validation), ("test", data.test))}
+    print(rows, flush=True)
 
     teacher = summary["teacher"]
     lines = [f"# Flip test-time augmentation for the {teacher['name']} teacher of {args.run}", "",
@@ -68,7 +60,8 @@ def main() -> None:
     for name, row in rows.items():
         lines.append(f"| {name} | {row['examples']:,} | {row['plain']:.4f} | {row['flip_tta']:.4f} |")
     lines += ["", f"Teacher {teacher['key']} from {teacher['path']}, precision "
-              f"{summary['teacher_precision']}. kdtl's runs report the 'as is' column."]
+              f"{summary['teacher_precision']}. The run itself used teacher.tta="
+              f"{teacher.get('tta') or 'null'}."]
     payload = {"run": str(args.run), "teacher": teacher["key"], "splits": rows,
                "provenance": provenance(started)}
     write(args.out or args.run, "tta", payload, "\n".join(lines))
