@@ -37,7 +37,7 @@ BAD = {
     "unknown teacher augment": (["task=cifar10", "teacher.training.augment={cutot: 8}",
                                  "data.path=."], "unknown setting cutot"),
     "unknown tta": (["task=cifar10", "teacher.tta=rotate", "data.path=."], "teacher.tta must be"),
-    "tta on a text teacher": (["+teacher.tta=flip"], "teacher.tta"),
+    "tta on a text teacher": (["+teacher.tta=flip"], "Key 'tta' not in"),
 }
 
 
