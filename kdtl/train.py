@@ -194,8 +194,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     teacher_train_inputs = train_logits = validation_logits = None
     shared = False
     if alpha > 0:
-        folder = logit_cache.cache_folder(cfg.paths.cache_dir, teacher.key, data.fingerprint)
-        expected = {"teacher_key": teacher.key, "data_fingerprint": data.fingerprint}
+        # The stored teacher's key leaves out its test-time augmentation, but
+        # its logits depend on it: they get their own folder.
+        tta = cfg.teacher.get("tta")
+        folder = logit_cache.cache_folder(cfg.paths.cache_dir, f"{teacher.key}-{tta}" if tta else teacher.key,
+                                          data.fingerprint)
+        expected = {"teacher_key": teacher.key, "data_fingerprint": data.fingerprint, "tta": tta}
 
         def compute(split):
             return lambda: teachers.logits(teacher, getattr(data, split).inputs,

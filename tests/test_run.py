@@ -329,7 +329,8 @@ def test_flip_tta_teacher_with_its_own_cutout(tmp_path, monkeypatch):
     plain.load_weights(teacher["path"] + "/teacher.weights.h5")
     view = data.augment(tf.constant(data.train.inputs), tf.range(len(data.train)), tf.constant(0, tf.int64))
     expected = (plain(view, training=False) + plain(tf.reverse(view, axis=[2]), training=False)) / 2
-    stored = np.load(next((tmp_path / "cache" / "logits").iterdir()) / "train_view0.npy")
+    folder = next((tmp_path / "cache" / "logits").iterdir())
+    stored = np.load(folder / "train_view0.npy")
     np.testing.assert_allclose(stored, expected.numpy(), rtol=1e-4, atol=1e-4)
     assert not np.allclose(stored, plain(view, training=False).numpy(), atol=1e-4)
     # tta off: the same stored teacher, scored as a plain model.
@@ -337,3 +338,7 @@ def test_flip_tta_teacher_with_its_own_cutout(tmp_path, monkeypatch):
     assert again["source"] == "store" and again["key"] == teacher["key"] and again["tta"] is None
     assert again["test_accuracy"] == pytest.approx(teacher["test_accuracy_single_view"])
     assert "test_accuracy_single_view" not in again
+    # ... and teaching with its own logits, not the flip-averaged ones stored before.
+    plain_folder = next(f for f in (tmp_path / "cache" / "logits").iterdir() if f != folder)
+    np.testing.assert_allclose(np.load(plain_folder / "train_view0.npy"), plain(view, training=False).numpy(),
+                               rtol=1e-4, atol=1e-4)
