@@ -209,8 +209,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         if logit_source == "cached":
             train_logits = logit_cache.load_or_compute(folder, "train", expected, compute("train"))
         elif logit_source == "views":
-            views_expected = dict(expected, augment=OmegaConf.to_container(cfg.data.get("augment"),
-                                                                           resolve=True))
+            # canonical: a new augment setting left null keeps earlier views valid.
+            views_expected = dict(expected, augment=canonical(cfg.data.get("augment")))
             train_inputs = teacher.built.encode(data.train.inputs)
             train_logits = np.stack([logit_cache.load_or_compute(
                 folder, f"train_view{view}", dict(views_expected, view=view),
