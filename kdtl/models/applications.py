@@ -33,15 +33,12 @@ class AppTrainingConfig(TeacherTrainingConfig):
 
 @dataclass
 class KerasAppConfig(ImageTeacherConfig):
-    name: str = MISSING
-    num_classes: Optional[int] = None
     application: str = MISSING
     """A constructor in keras.applications: ResNet50, MobileNetV3Small, EfficientNetB0, ..."""
     weights: Optional[str] = None
     """imagenet (download), a local .h5/.weights.h5 file, or null (random)."""
     input_size: int = MISSING
     dropout: float = MISSING
-    checkpoint: Optional[str] = None
     training: AppTrainingConfig = MISSING
 
 

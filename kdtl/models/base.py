@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import keras
+from omegaconf import MISSING
 
 from kdtl.registry import Registry
 
@@ -30,6 +31,9 @@ class BuiltModel:
 class ImageTeacherConfig:
     """Settings every image teacher's config has (its schema derives from this)."""
 
+    name: str = MISSING
+    num_classes: Optional[int] = None
+    checkpoint: Optional[str] = None
     tta: Optional[str] = None
     """Test-time augmentation: null, or flip (the mean of the logits of the
     image and of its mirror image, wherever the teacher predicts: its scores,

