@@ -93,6 +93,8 @@ class TeacherTrainingConfig:
     augment: Optional[Dict[str, Any]] = None
     """Replaces some of ``data.augment``'s settings in the teacher stage only
     (e.g. ``{cutout: 8}``); null: the student's augmentation."""
+    label_smoothing: Optional[float] = None
+    """Of the labels in the teacher's cross-entropy; null or 0: none."""
 
 
 @dataclass
@@ -213,6 +215,8 @@ def _check_values(cfg: DictConfig) -> None:
     if training is not None:
         need(training.epochs >= 0, f"teacher.training.epochs must be >= 0, got {training.epochs}")
         need(training.batch_size > 0, f"teacher.training.batch_size must be > 0, got {training.batch_size}")
+        smoothing = training.get("label_smoothing") or 0.0
+        need(0 <= smoothing < 1, f"teacher.training.label_smoothing must be in [0, 1), got {smoothing}")
         own = training.get("augment")
         if own:
             need(augment is not None, f"teacher.training.augment replaces data.augment settings, but "

@@ -124,7 +124,7 @@ def partial_dir(folder: Path) -> Path:
 
 
 def _fit(built: BuiltModel, cfg, data, live: bool, partial: Path) -> tuple[list[dict], float]:
-    """Trains (or fine-tunes) the teacher with plain cross-entropy, checkpointing
+    """Trains (or fine-tunes) the teacher with cross-entropy on the labels, checkpointing
     each epoch in ``partial`` and resuming from it when ``trainer.resume``.
     Returns the per-epoch history and the seconds spent, resumed parts included."""
     training = cfg.teacher.training
@@ -144,7 +144,7 @@ def _fit(built: BuiltModel, cfg, data, live: bool, partial: Path) -> tuple[list[
         "warmup_epochs": 0.0, "name": training.get("optimizer") or cfg.optimizer.name})
     optimizer = fit_hook(optimizer_cfg, steps) if fit_hook else optimizers.build(
         optimizer_cfg, steps, training.epochs)
-    trainer = Distiller(built.model, alpha=0.0)
+    trainer = Distiller(built.model, alpha=0.0, label_smoothing=training.get("label_smoothing") or 0.0)
     trainer.compile(optimizer=optimizer, jit_compile=cfg.trainer.jit_compile)
     if found is not None:
         checkpoint.restore(found, built.model, optimizer)

@@ -7,6 +7,7 @@ import pytest
 from kdtl.data import DataBundle, Split
 from kdtl.errors import ConfigError
 from kdtl.models import build_student, build_teacher
+from kdtl.models.convnets import patch_whitening
 from tests.conftest import compose_config
 
 
@@ -21,6 +22,9 @@ CASES = {
     "vgg": (build_student, ["task=cifar10", "student.widths=[4,8]"]),
     "resnet": (build_teacher, ["task=cifar10", "teacher=resnet", "teacher.widths=[4,8,8]"]),
     "resnet9": (build_teacher, ["task=cifar10", "teacher=resnet9", "teacher.widths=[4,4,8,8]"]),
+    "resnet9-tricks": (build_teacher, ["task=cifar10", "teacher=resnet9", "teacher.widths=[4,4,8,8]",
+                                       "teacher.whiten=true", "teacher.activation=celu",
+                                       "teacher.bn_scale=false"]),
 }
 
 
@@ -72,6 +76,39 @@ def test_resnet9_at_pages_widths_has_its_parameter_count():
 def test_resnet9_needs_four_widths():
     cfg = compose_config(["task=cifar10", "teacher=resnet9", "teacher.widths=[8,16,32]"])
     with pytest.raises(ConfigError, match="4 positive widths"):
+        build_teacher(cfg.teacher, image_bundle())
+
+
+def test_patch_whitening_decorrelates_the_patches_it_was_computed_on():
+    # Smooth random images: neighbouring pixels and channels strongly correlated.
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(200, 34, 34, 3))
+    smooth = (noise[:, :-2, :-2] + noise[:, 1:-1, 1:-1] + noise[:, 2:, 2:]).cumsum(axis=-1)
+    images = np.clip(128 + 20 * smooth[:, :32, :32], 0, 255).astype(np.uint8)
+    kernel = patch_whitening(images, eps=0.0)
+    assert kernel.shape == (3, 3, 3, 27)
+    x = images.astype(np.float32) / 127.5 - 1.0
+    patches = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(1, 2))
+    patches = patches.transpose(0, 1, 2, 4, 5, 3).reshape(-1, 27)
+    whitened = patches @ kernel.reshape(27, 27)
+    np.testing.assert_allclose(np.cov(whitened, rowvar=False), np.eye(27), atol=1e-3)
+    # The same filters as a Keras conv: its output at an inner pixel is that patch's.
+    conv = keras.layers.Conv2D(27, 3, padding="same", use_bias=False)
+    out = conv(x[:1])
+    conv.set_weights([kernel])
+    out = conv(x[:1]).numpy()
+    np.testing.assert_allclose(out[0, 5, 7], x[0, 4:7, 6:9].reshape(27) @ kernel.reshape(27, 27),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_resnet9_whitening_stem_is_fixed_and_activation_checked():
+    cfg = compose_config(["task=cifar10", "teacher=resnet9", "teacher.widths=[4,4,8,8]",
+                          "teacher.whiten=true"])
+    model = build_teacher(cfg.teacher, image_bundle()).model
+    assert not model.get_layer("stem_whiten").trainable
+    assert model.get_layer("stem_conv").kernel.shape == (1, 1, 27, 4)
+    cfg = compose_config(["task=cifar10", "teacher=resnet9", "teacher.activation=gelu"])
+    with pytest.raises(ConfigError, match="relu, celu"):
         build_teacher(cfg.teacher, image_bundle())
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 import keras
+import numpy as np
 from keras import layers
 from omegaconf import MISSING
 
@@ -46,13 +47,62 @@ class ResNet9Config(ImageTeacherConfig):
     """Multiplies the logits (0.125 in Page 2018: a bias-free classifier whose
     outputs start small)."""
     training: TeacherTrainingConfig = MISSING
+    # Page's later "bag of tricks" (2019), each off when null:
+    whiten: Optional[bool] = None
+    """A fixed patch-whitening stem: the 27 PCA filters of the training
+    images' 3x3 patches, then a 1x1 conv-BN-activation (null: a 3x3 conv stem)."""
+    activation: Optional[str] = None
+    """relu (null) or celu (CELU with alpha 0.3)."""
+    bn_scale: Optional[bool] = None
+    """false: batch-norm scales frozen at 1 (null: learned)."""
 
 
-def _conv_bn_relu(x, filters: int, strides: int = 1, name: str = ""):
-    x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
+ACTIVATIONS = ("relu", "celu")
+
+
+@keras.saving.register_keras_serializable(package="kdtl")
+class CELU(layers.Layer):
+    """``max(0, x) + min(0, alpha * (exp(x / alpha) - 1))`` (Barron 2017)."""
+
+    def __init__(self, alpha: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha = float(alpha)
+
+    def call(self, inputs):
+        return keras.activations.celu(inputs, alpha=self.alpha)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha}
+
+
+def _activation(kind: str, name: str):
+    return CELU(0.3, name=f"{name}_celu") if kind == "celu" else layers.ReLU(name=f"{name}_relu")
+
+
+def _conv_bn_relu(x, filters: int, strides: int = 1, name: str = "", kernel_size: int = 3,
+                  activation: str = "relu", bn_scale: bool = True):
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
                       kernel_initializer="he_normal", name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
-    return layers.ReLU(name=f"{name}_relu")(x)
+    x = layers.BatchNormalization(scale=bn_scale, name=f"{name}_bn")(x)
+    return _activation(activation, name)(x)
+
+
+def patch_whitening(images: np.ndarray, size: int = 3, eps: float = 1e-2,
+                    limit: int = 2000) -> np.ndarray:
+    """A conv kernel ``(size, size, channels, size * size * channels)`` that
+    whitens image patches: output channel j is the patch's projection on the
+    j-th eigenvector of the patch covariance, divided by ``sqrt(eigenvalue +
+    eps)`` (Page 2019, after Coates & Ng 2012). Computed on the first
+    ``limit`` images, rescaled to [-1, 1] as the models see them."""
+    x = images[:limit].astype(np.float32) / 127.5 - 1.0
+    channels = x.shape[-1]
+    windows = np.lib.stride_tricks.sliding_window_view(x, (size, size), axis=(1, 2))
+    # (n, h, w, c, kh, kw) -> rows of (kh, kw, c): Keras's kernel layout.
+    patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, size * size * channels)
+    covariance = np.cov(patches.astype(np.float64), rowvar=False)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    filters = eigenvectors[:, ::-1] / np.sqrt(np.maximum(eigenvalues[::-1], 0.0) + eps)
+    return filters.reshape(size, size, channels, -1).astype(np.float32)
 
 
 def _image_input(data, name: str):
@@ -109,25 +159,41 @@ def resnet(data, depth: int, widths, num_classes: int, name: str = "resnet") -> 
     return keras.Model(inputs, logits, name=name)
 
 
-def resnet9(data, widths, num_classes: int, logit_scale: float,
-            name: str = "resnet9") -> keras.Model:
+def resnet9(data, widths, num_classes: int, logit_scale: float, name: str = "resnet9",
+            whiten: bool = False, activation: str = "relu", bn_scale: bool = True) -> keras.Model:
     """The ResNet-9 of Myrtle.ai's DAWNBench entry (D. Page, "How to train your
     ResNet", 2018): a conv-BN-ReLU stem, then three layers of conv-BN-ReLU and
     2x2 max pooling, the 1st and 3rd followed by a residual block of two
     conv-BN-ReLUs; global max pooling; a bias-free classifier scaled by
     ``logit_scale``. Most of its work happens at 16x16 and below, which buys
     more accuracy per CPU-second than He et al.'s ResNets (results/cifar10/,
-    results/bench/teachers.md)."""
+    results/bench/teachers.md).
+
+    Options from Page's "bag of tricks" (2019): ``whiten`` replaces the stem
+    with fixed patch-whitening filters of ``data``'s training images and a
+    1x1 conv; ``activation="celu"``; ``bn_scale=False`` freezes the
+    batch-norm scales at 1."""
     if len(widths) != 4 or min(widths) < 1:
         raise ConfigError(f"teacher.widths must list 4 positive widths (stem, 3 layers), got {list(widths)}")
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"teacher.activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     inputs, x = _image_input(data, "teacher 'resnet9'")
-    x = _conv_bn_relu(x, widths[0], name="stem")
+    block = dict(activation=activation, bn_scale=bn_scale)
+    if whiten:
+        kernel = patch_whitening(data.train.inputs)
+        whitening = layers.Conv2D(kernel.shape[-1], 3, padding="same", use_bias=False,
+                                  trainable=False, name="stem_whiten")
+        x = whitening(x)
+        whitening.set_weights([kernel])
+        x = _conv_bn_relu(x, widths[0], kernel_size=1, name="stem", **block)
+    else:
+        x = _conv_bn_relu(x, widths[0], name="stem", **block)
     for layer, width in enumerate(widths[1:], start=1):
-        x = _conv_bn_relu(x, width, name=f"layer{layer}")
+        x = _conv_bn_relu(x, width, name=f"layer{layer}", **block)
         x = layers.MaxPooling2D(2, name=f"layer{layer}_pool")(x)
         if layer != 2:
-            y = _conv_bn_relu(x, width, name=f"layer{layer}_res_a")
-            y = _conv_bn_relu(y, width, name=f"layer{layer}_res_b")
+            y = _conv_bn_relu(x, width, name=f"layer{layer}_res_a", **block)
+            y = _conv_bn_relu(y, width, name=f"layer{layer}_res_b", **block)
             x = layers.Add(name=f"layer{layer}_add")([x, y])
     x = layers.GlobalMaxPooling2D(name="pool")(x)
     x = layers.Dense(num_classes, use_bias=False, dtype="float32", name="classifier")(x)
@@ -152,4 +218,5 @@ def build_resnet_teacher(cfg, data) -> BuiltModel:
 @TEACHERS.register("resnet9", schema=ResNet9Config)
 def build_resnet9_teacher(cfg, data) -> BuiltModel:
     return BuiltModel(resnet9(data, cfg.widths, cfg.num_classes or data.num_classes,
-                              cfg.logit_scale, name="teacher_resnet9"))
+                              cfg.logit_scale, name="teacher_resnet9", whiten=bool(cfg.whiten),
+                              activation=cfg.activation or "relu", bn_scale=cfg.bn_scale is not False))
