@@ -38,6 +38,8 @@ BAD = {
                                  "data.path=."], "unknown setting cutot"),
     "unknown tta": (["task=cifar10", "teacher.tta=rotate", "data.path=."], "teacher.tta must be"),
     "tta on a text teacher": (["+teacher.tta=flip"], "Key 'tta' not in"),
+    "teacher label smoothing 1": (["teacher.training.label_smoothing=1"],
+                                  "teacher.training.label_smoothing must be in"),
 }
 
 

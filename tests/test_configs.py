@@ -75,3 +75,16 @@ def test_a_teacher_seed_equal_to_the_seed_is_the_same_run():
     unset = config_hash(compose_config(["trainer.seed=3"]))
     assert config_hash(compose_config(["trainer.seed=3", "trainer.teacher_seed=3"])) == unset
     assert config_hash(compose_config(["trainer.seed=3", "trainer.teacher_seed=0"])) != unset
+
+
+def test_new_teacher_options_left_null_keep_stored_teachers_and_set_ones_do_not():
+    from types import SimpleNamespace
+
+    from kdtl.teachers import teacher_key
+
+    data = SimpleNamespace(fingerprint="f")
+    key = lambda *o: teacher_key(compose_config(["task=cifar10", *o]), data, "float32")  # noqa: E731
+    plain = key()
+    assert key("teacher.whiten=null", "teacher.training.label_smoothing=null") == plain
+    assert len({plain, key("teacher.whiten=true"), key("teacher.activation=celu"),
+                key("teacher.bn_scale=false"), key("teacher.training.label_smoothing=0.2")}) == 5
