@@ -38,6 +38,12 @@ MODELS = {
     "resnet9 (Page, widths 32/64/128/256)": ("teacher", ["teacher=resnet9"]),
     "resnet9 (Page, widths 64/128/256/512)": ("teacher", ["teacher=resnet9",
                                                           "teacher.widths=[64,128,256,512]"]),
+    "resnet9 (Page, 32/64/128/256) + whiten, celu, frozen BN scale": (
+        "teacher", ["teacher=resnet9", "teacher.whiten=true", "teacher.activation=celu",
+                    "teacher.bn_scale=false"]),
+    "resnet9 (Page, 32/64/128/256) + whiten, celu, frozen BN scale, pool first": (
+        "teacher", ["teacher=resnet9", "teacher.whiten=true", "teacher.activation=celu",
+                    "teacher.bn_scale=false", "teacher.pool_first=true"]),
     "vgg student (32/64/128)": ("student", []),
 }
 EPOCH = 45_000  # CIFAR-10 training images after the 10% validation split

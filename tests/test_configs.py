@@ -87,4 +87,5 @@ def test_new_teacher_options_left_null_keep_stored_teachers_and_set_ones_do_not(
     plain = key()
     assert key("teacher.whiten=null", "teacher.training.label_smoothing=null") == plain
     assert len({plain, key("teacher.whiten=true"), key("teacher.activation=celu"),
-                key("teacher.bn_scale=false"), key("teacher.training.label_smoothing=0.2")}) == 5
+                key("teacher.bn_scale=false"), key("teacher.pool_first=true"),
+                key("teacher.training.label_smoothing=0.2")}) == 6

@@ -24,7 +24,7 @@ CASES = {
     "resnet9": (build_teacher, ["task=cifar10", "teacher=resnet9", "teacher.widths=[4,4,8,8]"]),
     "resnet9-tricks": (build_teacher, ["task=cifar10", "teacher=resnet9", "teacher.widths=[4,4,8,8]",
                                        "teacher.whiten=true", "teacher.activation=celu",
-                                       "teacher.bn_scale=false"]),
+                                       "teacher.bn_scale=false", "teacher.pool_first=true"]),
 }
 
 

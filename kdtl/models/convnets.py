@@ -55,6 +55,9 @@ class ResNet9Config(ImageTeacherConfig):
     """relu (null) or celu (CELU with alpha 0.3)."""
     bn_scale: Optional[bool] = None
     """false: batch-norm scales frozen at 1 (null: learned)."""
+    pool_first: Optional[bool] = None
+    """true: each layer max-pools its conv output before batch norm and
+    activation (null: after them)."""
 
 
 ACTIVATIONS = ("relu", "celu")
@@ -80,9 +83,13 @@ def _activation(kind: str, name: str):
 
 
 def _conv_bn_relu(x, filters: int, strides: int = 1, name: str = "", kernel_size: int = 3,
-                  activation: str = "relu", bn_scale: bool = True):
+                  activation: str = "relu", bn_scale: bool = True, pool: bool = False):
+    """conv, batch norm, activation; ``pool``: 2x2 max pooling between the
+    conv and the batch norm (Page 2019: a quarter of the normalising work)."""
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
                       kernel_initializer="he_normal", name=f"{name}_conv")(x)
+    if pool:
+        x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
     x = layers.BatchNormalization(scale=bn_scale, name=f"{name}_bn")(x)
     return _activation(activation, name)(x)
 
@@ -160,7 +167,8 @@ def resnet(data, depth: int, widths, num_classes: int, name: str = "resnet") -> 
 
 
 def resnet9(data, widths, num_classes: int, logit_scale: float, name: str = "resnet9",
-            whiten: bool = False, activation: str = "relu", bn_scale: bool = True) -> keras.Model:
+            whiten: bool = False, activation: str = "relu", bn_scale: bool = True,
+            pool_first: bool = False) -> keras.Model:
     """The ResNet-9 of Myrtle.ai's DAWNBench entry (D. Page, "How to train your
     ResNet", 2018): a conv-BN-ReLU stem, then three layers of conv-BN-ReLU and
     2x2 max pooling, the 1st and 3rd followed by a residual block of two
@@ -172,7 +180,8 @@ def resnet9(data, widths, num_classes: int, logit_scale: float, name: str = "res
     Options from Page's "bag of tricks" (2019): ``whiten`` replaces the stem
     with fixed patch-whitening filters of ``data``'s training images and a
     1x1 conv; ``activation="celu"``; ``bn_scale=False`` freezes the
-    batch-norm scales at 1."""
+    batch-norm scales at 1; ``pool_first`` max-pools each layer's conv output
+    before its batch norm and activation instead of after."""
     if len(widths) != 4 or min(widths) < 1:
         raise ConfigError(f"teacher.widths must list 4 positive widths (stem, 3 layers), got {list(widths)}")
     if activation not in ACTIVATIONS:
@@ -189,8 +198,11 @@ def resnet9(data, widths, num_classes: int, logit_scale: float, name: str = "res
     else:
         x = _conv_bn_relu(x, widths[0], name="stem", **block)
     for layer, width in enumerate(widths[1:], start=1):
-        x = _conv_bn_relu(x, width, name=f"layer{layer}", **block)
-        x = layers.MaxPooling2D(2, name=f"layer{layer}_pool")(x)
+        if pool_first:
+            x = _conv_bn_relu(x, width, name=f"layer{layer}", pool=True, **block)
+        else:
+            x = _conv_bn_relu(x, width, name=f"layer{layer}", **block)
+            x = layers.MaxPooling2D(2, name=f"layer{layer}_pool")(x)
         if layer != 2:
             y = _conv_bn_relu(x, width, name=f"layer{layer}_res_a", **block)
             y = _conv_bn_relu(y, width, name=f"layer{layer}_res_b", **block)
@@ -219,4 +231,5 @@ def build_resnet_teacher(cfg, data) -> BuiltModel:
 def build_resnet9_teacher(cfg, data) -> BuiltModel:
     return BuiltModel(resnet9(data, cfg.widths, cfg.num_classes or data.num_classes,
                               cfg.logit_scale, name="teacher_resnet9", whiten=bool(cfg.whiten),
-                              activation=cfg.activation or "relu", bn_scale=cfg.bn_scale is not False))
+                              activation=cfg.activation or "relu", bn_scale=cfg.bn_scale is not False,
+                              pool_first=bool(cfg.pool_first)))
