@@ -33,17 +33,17 @@ from kdtl.data import DataBundle, Split  # noqa: E402
 from kdtl.distiller import STUDENT, Distiller  # noqa: E402
 from kdtl.models import build_student, build_teacher  # noqa: E402
 
+PLAIN = ["teacher.whiten=null", "teacher.activation=null", "teacher.bn_scale=null",
+         "teacher.pool_first=null"]
 MODELS = {
     "resnet (He et al., depth 20, widths 32/64/128)": ("teacher", ["teacher=resnet"]),
-    "resnet9 (Page, widths 32/64/128/256)": ("teacher", ["teacher=resnet9"]),
-    "resnet9 (Page, widths 64/128/256/512)": ("teacher", ["teacher=resnet9",
-                                                          "teacher.widths=[64,128,256,512]"]),
-    "resnet9 (Page, 32/64/128/256) + whiten, celu, frozen BN scale": (
-        "teacher", ["teacher=resnet9", "teacher.whiten=true", "teacher.activation=celu",
-                    "teacher.bn_scale=false"]),
-    "resnet9 (Page, 32/64/128/256) + whiten, celu, frozen BN scale, pool first": (
-        "teacher", ["teacher=resnet9", "teacher.whiten=true", "teacher.activation=celu",
-                    "teacher.bn_scale=false", "teacher.pool_first=true"]),
+    "resnet9 (Page 2018, widths 32/64/128/256)": ("teacher", ["teacher=resnet9", *PLAIN]),
+    "resnet9 (Page 2018, widths 64/128/256/512)": ("teacher", ["teacher=resnet9", *PLAIN,
+                                                               "teacher.widths=[64,128,256,512]"]),
+    "resnet9 (32/64/128/256) + whiten, celu, frozen BN scale": (
+        "teacher", ["teacher=resnet9", "teacher.pool_first=null"]),
+    "resnet9 (32/64/128/256) + whiten, celu, frozen BN scale, pool first (default)": (
+        "teacher", ["teacher=resnet9"]),
     "vgg student (32/64/128)": ("student", []),
 }
 EPOCH = 45_000  # CIFAR-10 training images after the 10% validation split

@@ -80,12 +80,21 @@ def test_a_teacher_seed_equal_to_the_seed_is_the_same_run():
 def test_new_teacher_options_left_null_keep_stored_teachers_and_set_ones_do_not():
     from types import SimpleNamespace
 
+    from omegaconf import OmegaConf
+
     from kdtl.teachers import teacher_key
 
     data = SimpleNamespace(fingerprint="f")
+    tricks = {"whiten": "true", "activation": "celu", "bn_scale": "false", "pool_first": "true"}
+    plain = [f"teacher.{name}=null" for name in tricks]
     key = lambda *o: teacher_key(compose_config(["task=cifar10", *o]), data, "float32")  # noqa: E731
-    plain = key()
-    assert key("teacher.whiten=null", "teacher.training.label_smoothing=null") == plain
-    assert len({plain, key("teacher.whiten=true"), key("teacher.activation=celu"),
-                key("teacher.bn_scale=false"), key("teacher.pool_first=true"),
-                key("teacher.training.label_smoothing=0.2")}) == 6
+    # A config from before these settings existed: the same teacher, the same key.
+    before = OmegaConf.to_container(compose_config(["task=cifar10", *plain]), resolve=True)
+    for name in tricks:
+        del before["teacher"][name]
+    del before["teacher"]["training"]["label_smoothing"]
+    before = OmegaConf.create(before)
+    assert teacher_key(before, data, "float32") == key(*plain)
+    one_each = [key(*plain, f"teacher.{name}={value}") for name, value in tricks.items()]
+    assert len({key(*plain), key(), *one_each,
+                key(*plain, "teacher.training.label_smoothing=0.2")}) == 7

@@ -67,7 +67,8 @@ def test_resnet20_has_the_papers_parameter_count():
 
 
 def test_resnet9_at_pages_widths_has_its_parameter_count():
-    cfg = compose_config(["task=cifar10", "teacher=resnet9", "teacher.widths=[64,128,256,512]"])
+    cfg = compose_config(["task=cifar10", "teacher=resnet9", "teacher.widths=[64,128,256,512]",
+                          "teacher.whiten=null", "teacher.bn_scale=null"])
     params = build_teacher(cfg.teacher, image_bundle()).model.count_params()
     # Page's ResNet-9 (Myrtle.ai, 2018): 6.57M parameters.
     assert 6.5e6 < params < 6.6e6

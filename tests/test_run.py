@@ -273,7 +273,7 @@ def test_cached_augmented_views(tmp_path):
                           "teacher.widths=[4,4,8,8]", "teacher.training.epochs=1",
                           "student.widths=[4,8]", "trainer.epochs=3", "trainer.batch_size=16",
                           "data.augment.crop_padding=4", "trainer.progress=none",
-                          "trainer.precision=float32",
+                          "trainer.precision=float32", "teacher.tta=null",
                           "distill.teacher_logits=views", "distill.views=2"])
     summary = train(cfg, tmp_path / "run")
     assert summary["teacher_logits"] == "views" and summary["views"] == 2
