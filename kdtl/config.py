@@ -24,9 +24,11 @@ from kdtl.errors import ConfigError
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 TEACHER_LOGITS = ("auto", "online", "cached", "views")
 SCHEDULES = ("constant", "cosine", "onecycle")
-TTA = (None, "flip")
-"""A teacher's test-time augmentation: none, or the mean of its logits for an
-image and for the image's mirror image."""
+TTA = (None, "flip", "flip_translate")
+"""A teacher's test-time augmentation: none; the mean of its logits for an
+image and for the image's mirror image; or (flip_translate) half that plus a
+quarter each of the same for the image shifted one pixel up-left and one
+pixel down-right (reflected at the border)."""
 PROGRESS = ("auto", "bar", "lines", "none")
 
 
@@ -225,7 +227,7 @@ def _check_values(cfg: DictConfig) -> None:
             need(not unknown, f"teacher.training.augment: unknown setting {', '.join(unknown)} "
                               f"(data.augment has {', '.join(augment)})")
     tta = cfg.teacher.get("tta")
-    need(tta in TTA, f"teacher.tta must be null or flip, got {tta!r}")
+    need(tta in TTA, f"teacher.tta must be null, flip or flip_translate, got {tta!r}")
     checkpoint = cfg.teacher.get("checkpoint")
     if checkpoint:
         need(Path(checkpoint).expanduser().is_file(),

@@ -86,7 +86,9 @@ def evaluate(built: BuiltModel, split, batch_size: int) -> float:
 def with_tta(built: BuiltModel, tta: str | None) -> BuiltModel:
     """The teacher as it predicts: ``built`` itself, or with ``tta=flip`` a
     model whose logits are the mean of ``built``'s for the image and for its
-    mirror image (the same weights, called twice)."""
+    mirror image (the same weights, called twice); ``tta=flip_translate``
+    weighs that by 1/2 and the same for the image shifted by one pixel up-left
+    and down-right (reflect-padded) by 1/4 each (six calls)."""
     if not tta:
         return built
     model = built.model
@@ -94,9 +96,19 @@ def with_tta(built: BuiltModel, tta: str | None) -> BuiltModel:
         raise ModelError(f"teacher.tta={tta} mirrors images, but {model.name} takes "
                          f"inputs of shape {model.input_shape}")
     image = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name="image")
-    mirrored = keras.ops.flip(image, axis=2)
-    averaged = keras.layers.Average(name="flip_mean", dtype="float32")([model(image), model(mirrored)])
-    return BuiltModel(keras.Model(image, averaged, name=f"{model.name}_flip_tta"),
+
+    def flip_mean(x, name: str):
+        return keras.layers.Average(name=name, dtype="float32")(
+            [model(x), model(keras.ops.flip(x, axis=2))])
+
+    averaged = flip_mean(image, "flip_mean")
+    if tta == "flip_translate":
+        height, width = model.input_shape[1:3]
+        padded = keras.ops.pad(image, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="reflect")
+        up_left = flip_mean(padded[:, :height, :width], "up_left_flip_mean")
+        down_right = flip_mean(padded[:, 2:, 2:], "down_right_flip_mean")
+        averaged = 0.5 * averaged + 0.25 * up_left + 0.25 * down_right
+    return BuiltModel(keras.Model(image, averaged, name=f"{model.name}_{tta}_tta"),
                       built.encode, built.info)
 
 
@@ -208,7 +220,7 @@ def prepare(cfg, data, policy: str, live: bool, train_if_missing: bool = True) -
     _save(folder, built, cfg, key, metrics, history)
     shutil.rmtree(partial_dir(folder), ignore_errors=True)
     console.info(f"teacher: validation accuracy {metrics['validation_accuracy']:.4f}"
-                 f"{' (flip TTA)' if tta else ''}, stored in {folder}")
+                 f"{f' ({tta} TTA)' if tta else ''}, stored in {folder}")
     return Teacher(predicting, key, "trained", folder, metrics)
 
 

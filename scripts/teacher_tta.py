@@ -1,10 +1,11 @@
-"""How much would flip test-time augmentation add to a stored image teacher?
+"""How much would test-time augmentation add to a stored image teacher?
 
 Loads the teacher a finished ``kdtl train`` run used (its stored weights, its
-precision) and scores it on the run's validation and test splits twice: on
-the images as they are, and on the mean of its logits for each image and its
-left-right mirror (kdtl's ``teacher.tta=flip``, whatever the run used): is
-the test-time augmentation worth its second forward pass? Writes
+precision) and scores it on the run's validation and test splits three ways,
+whatever the run used: on the images as they are; on the mean of its logits
+for each image and its left-right mirror (kdtl's ``teacher.tta=flip``, two
+forward passes); and with ``teacher.tta=flip_translate`` (six): is the
+test-time augmentation worth its extra forward passes? Writes
 ``<run>/tta.json`` and ``tta.md`` (or ``--out``).
 
 Rerun: ``python scripts/teacher_tta.py results/cifar10-end-to-end-resnet9``
@@ -48,17 +49,22 @@ def main() -> None:
     precision.apply(summary["teacher_precision"])
     built = build_teacher(cfg.teacher, data)
     built.model.load_weights(Path(summary["teacher"]["path"]) / WEIGHTS)
-    scores = score(built, with_tta(built, "flip"), data, cfg.trainer.eval_batch_size)
-    rows = {name: {"plain": scores[f"{name}_accuracy_single_view"],
-                   "flip_tta": scores[f"{name}_accuracy"], "examples": len(split)}
+    scores = {tta: score(built, with_tta(built, tta), data, cfg.trainer.eval_batch_size)
+              for tta in ("flip", "flip_translate")}
+    rows = {name: {"plain": scores["flip"][f"{name}_accuracy_single_view"],
+                   "flip_tta": scores["flip"][f"{name}_accuracy"],
+                   "flip_translate_tta": scores["flip_translate"][f"{name}_accuracy"],
+                   "examples": len(split)}
             for name, split in (("validation", data.validation), ("test", data.test))}
     print(rows, flush=True)
 
     teacher = summary["teacher"]
-    lines = [f"# Flip test-time augmentation for the {teacher['name']} teacher of {args.run}", "",
-             "| split | examples | as is | mean of image and mirror |", "|---|---|---|---|"]
+    lines = [f"# Test-time augmentation for the {teacher['name']} teacher of {args.run}", "",
+             "| split | examples | as is | flip: mean of image and mirror | flip_translate: "
+             "and of one-pixel shifts |", "|---|---|---|---|---|"]
     for name, row in rows.items():
-        lines.append(f"| {name} | {row['examples']:,} | {row['plain']:.4f} | {row['flip_tta']:.4f} |")
+        lines.append(f"| {name} | {row['examples']:,} | {row['plain']:.4f} | {row['flip_tta']:.4f} | "
+                     f"{row['flip_translate_tta']:.4f} |")
     lines += ["", f"Teacher {teacher['key']} from {teacher['path']}, precision "
               f"{summary['teacher_precision']}. The run itself used teacher.tta="
               f"{teacher.get('tta') or 'null'}."]

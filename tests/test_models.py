@@ -136,3 +136,25 @@ def test_keras_app_missing_weights_file():
     cfg = compose_config(["task=cifar10", "teacher=keras_app", "teacher.weights=/nowhere/w.h5"])
     with pytest.raises(ModelError, match="does not exist"):
         build_teacher(cfg.teacher, image_bundle())
+
+
+def test_tta_views_are_the_mirror_and_one_pixel_shifts():
+    from kdtl.models.base import BuiltModel
+    from kdtl.teachers import with_tta
+
+    cfg = compose_config(["task=cifar10", "teacher=resnet9", "teacher.widths=[4,4,8,8]"])
+    data = image_bundle()
+    built = build_teacher(cfg.teacher, data)
+    x = data.train.inputs
+    plain = lambda images: built.model(images, training=False).numpy()  # noqa: E731
+    flip_mean = lambda images: (plain(images) + plain(images[:, :, ::-1])) / 2  # noqa: E731
+    padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
+    np.testing.assert_allclose(with_tta(built, "flip").model(x).numpy(), flip_mean(x),
+                               rtol=1e-5, atol=1e-5)
+    expected = (flip_mean(x) / 2 + flip_mean(padded[:, :32, :32]) / 4
+                + flip_mean(padded[:, 2:, 2:]) / 4)
+    np.testing.assert_allclose(with_tta(built, "flip_translate").model(x).numpy(), expected,
+                               rtol=1e-5, atol=1e-5)
+    assert with_tta(built, None) is built
+    with pytest.raises(Exception, match="mirrors images"):
+        with_tta(BuiltModel(keras.Sequential([keras.Input((5,)), keras.layers.Dense(2)])), "flip")
