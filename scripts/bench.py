@@ -36,10 +36,10 @@ import psutil  # noqa: E402
 import kdtl  # noqa: E402,F401
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from hydra import compose, initialize_config_module  # noqa: E402
+from kdtl.cli import compose_jobs  # noqa: E402
 
 from kdtl import optimizers, precision  # noqa: E402
-from kdtl.config import register_resolvers, validate  # noqa: E402
+from kdtl.config import validate  # noqa: E402
 from kdtl.data import DataBundle, Split  # noqa: E402
 from kdtl.distiller import Distiller  # noqa: E402
 from kdtl.models import build_student, build_teacher  # noqa: E402
@@ -97,9 +97,8 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def config(task: str, extra: list[str]):
-    register_resolvers()
-    with initialize_config_module("kdtl.conf", version_base="1.3"):
-        return validate(compose("train", overrides=[f"task={task}", *extra]))
+    [(_, cfg)] = compose_jobs([f"task={task}", *extra], multirun=False)
+    return validate(cfg)
 
 
 def fake_data(cfg, size: int) -> DataBundle:

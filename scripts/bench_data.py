@@ -22,10 +22,10 @@ from _report import REPO, provenance, update_readme, write  # noqa: E402
 
 import kdtl  # noqa: E402,F401
 import keras  # noqa: E402
-from hydra import compose, initialize_config_module  # noqa: E402
+from kdtl.cli import compose_jobs  # noqa: E402
 
 from kdtl import precision  # noqa: E402
-from kdtl.config import register_resolvers, validate  # noqa: E402
+from kdtl.config import validate  # noqa: E402
 from kdtl.data import DATASETS  # noqa: E402
 from kdtl.distiller import Distiller  # noqa: E402
 from kdtl.models import build_student  # noqa: E402
@@ -36,9 +36,8 @@ TARGET = 3.0
 
 
 def load(task: str, extra: list[str]):
-    register_resolvers()
-    with initialize_config_module("kdtl.conf", version_base="1.3"):
-        cfg = validate(compose("train", overrides=[f"task={task}", *extra]))
+    [(_, cfg)] = compose_jobs([f"task={task}", *extra], multirun=False)
+    cfg = validate(cfg)
     return cfg, DATASETS.get(cfg.data.name).factory.load(cfg.data, cfg.paths)
 
 
