@@ -36,9 +36,9 @@ import psutil  # noqa: E402
 import kdtl  # noqa: E402,F401
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from kdtl.cli import compose_jobs  # noqa: E402
 
 from kdtl import optimizers, precision  # noqa: E402
+from kdtl.cli import compose_jobs  # noqa: E402
 from kdtl.config import validate  # noqa: E402
 from kdtl.data import DataBundle, Split  # noqa: E402
 from kdtl.distiller import Distiller  # noqa: E402

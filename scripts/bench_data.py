@@ -22,9 +22,9 @@ from _report import REPO, provenance, update_readme, write  # noqa: E402
 
 import kdtl  # noqa: E402,F401
 import keras  # noqa: E402
-from kdtl.cli import compose_jobs  # noqa: E402
 
 from kdtl import precision  # noqa: E402
+from kdtl.cli import compose_jobs  # noqa: E402
 from kdtl.config import validate  # noqa: E402
 from kdtl.data import DATASETS  # noqa: E402
 from kdtl.distiller import Distiller  # noqa: E402

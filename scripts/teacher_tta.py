@@ -37,7 +37,7 @@ def main() -> None:
     from kdtl.config import validate
     from kdtl.data import DATASETS
     from kdtl.models import build_teacher
-    from kdtl.teachers import WEIGHTS, score, with_tta
+    from kdtl.teachers import WEIGHTS, evaluate, score, with_tta
 
     summary = json.loads((args.run / "summary.json").read_text())
     if not summary.get("teacher") or not summary["teacher"].get("path"):
@@ -49,11 +49,11 @@ def main() -> None:
     precision.apply(summary["teacher_precision"])
     built = build_teacher(cfg.teacher, data)
     built.model.load_weights(Path(summary["teacher"]["path"]) / WEIGHTS)
-    scores = {tta: score(built, with_tta(built, tta), data, cfg.trainer.eval_batch_size)
-              for tta in ("flip", "flip_translate")}
-    rows = {name: {"plain": scores["flip"][f"{name}_accuracy_single_view"],
-                   "flip_tta": scores["flip"][f"{name}_accuracy"],
-                   "flip_translate_tta": scores["flip_translate"][f"{name}_accuracy"],
+    batch_size = cfg.trainer.eval_batch_size
+    flip = score(built, with_tta(built, "flip"), data, batch_size)  # also scores it as is
+    translate = with_tta(built, "flip_translate")
+    rows = {name: {"plain": flip[f"{name}_accuracy_single_view"], "flip_tta": flip[f"{name}_accuracy"],
+                   "flip_translate_tta": evaluate(translate, split, batch_size),
                    "examples": len(split)}
             for name, split in (("validation", data.validation), ("test", data.test))}
     print(rows, flush=True)
