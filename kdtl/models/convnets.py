@@ -82,7 +82,7 @@ def _activation(kind: str, name: str):
     return CELU(0.3, name=f"{name}_celu") if kind == "celu" else layers.ReLU(name=f"{name}_relu")
 
 
-def _conv_bn_relu(x, filters: int, strides: int = 1, name: str = "", kernel_size: int = 3,
+def _conv_bn_act(x, filters: int, strides: int = 1, name: str = "", kernel_size: int = 3,
                   activation: str = "relu", bn_scale: bool = True, pool: bool = False):
     """conv, batch norm, activation; ``pool``: 2x2 max pooling between the
     conv and the batch norm (Page 2019: a quarter of the normalising work)."""
@@ -127,7 +127,7 @@ def vgg(data, widths, convs_per_stage: int, num_classes: int, dropout: float,
     inputs, x = _image_input(data, "student 'vgg'")
     for stage, width in enumerate(widths):
         for i in range(convs_per_stage):
-            x = _conv_bn_relu(x, width, name=f"stage{stage}_{i}")
+            x = _conv_bn_act(x, width, name=f"stage{stage}_{i}")
         x = layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     if dropout:
@@ -146,12 +146,12 @@ def resnet(data, depth: int, widths, num_classes: int, name: str = "resnet") -> 
         raise ConfigError(f"teacher.widths must list 3 stage widths, got {list(widths)}")
     blocks = (depth - 2) // 6
     inputs, x = _image_input(data, "teacher 'resnet'")
-    x = _conv_bn_relu(x, widths[0], name="stem")
+    x = _conv_bn_act(x, widths[0], name="stem")
     for stage, width in enumerate(widths):
         for block in range(blocks):
             prefix = f"stage{stage}_block{block}"
             strides = 2 if stage > 0 and block == 0 else 1
-            y = _conv_bn_relu(x, width, strides, name=f"{prefix}_a")
+            y = _conv_bn_act(x, width, strides, name=f"{prefix}_a")
             y = layers.Conv2D(width, 3, padding="same", use_bias=False,
                               kernel_initializer="he_normal", name=f"{prefix}_b_conv")(y)
             y = layers.BatchNormalization(name=f"{prefix}_b_bn")(y)
@@ -194,18 +194,16 @@ def resnet9(data, widths, num_classes: int, logit_scale: float, name: str = "res
                                   trainable=False, name="stem_whiten")
         x = whitening(x)
         whitening.set_weights([kernel])
-        x = _conv_bn_relu(x, widths[0], kernel_size=1, name="stem", **block)
+        x = _conv_bn_act(x, widths[0], kernel_size=1, name="stem", **block)
     else:
-        x = _conv_bn_relu(x, widths[0], name="stem", **block)
+        x = _conv_bn_act(x, widths[0], name="stem", **block)
     for layer, width in enumerate(widths[1:], start=1):
-        if pool_first:
-            x = _conv_bn_relu(x, width, name=f"layer{layer}", pool=True, **block)
-        else:
-            x = _conv_bn_relu(x, width, name=f"layer{layer}", **block)
+        x = _conv_bn_act(x, width, name=f"layer{layer}", pool=pool_first, **block)
+        if not pool_first:
             x = layers.MaxPooling2D(2, name=f"layer{layer}_pool")(x)
         if layer != 2:
-            y = _conv_bn_relu(x, width, name=f"layer{layer}_res_a", **block)
-            y = _conv_bn_relu(y, width, name=f"layer{layer}_res_b", **block)
+            y = _conv_bn_act(x, width, name=f"layer{layer}_res_a", **block)
+            y = _conv_bn_act(y, width, name=f"layer{layer}_res_b", **block)
             x = layers.Add(name=f"layer{layer}_add")([x, y])
     x = layers.GlobalMaxPooling2D(name="pool")(x)
     x = layers.Dense(num_classes, use_bias=False, dtype="float32", name="classifier")(x)
