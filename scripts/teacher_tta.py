@@ -9,7 +9,9 @@ test-time augmentation worth its extra forward passes? Writes
 ``<run>/tta.json`` and ``tta.md`` (or ``--out``).
 
 Rerun: ``python scripts/teacher_tta.py results/cifar10-end-to-end-resnet9``
-(KDTL_DATA_DIR must hold the dataset the run used).
+(KDTL_DATA_DIR must hold the dataset the run used). For a run stopped once
+its teacher was stored (no ``summary.json`` yet), name the stored teacher and
+its precision: ``--teacher ~/.cache/kdtl/teachers/<name>-<key> --precision float32``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished kdtl run folder whose teacher is stored")
     parser.add_argument("--out", type=Path, help="folder to write (default: the run folder)")
+    parser.add_argument("--teacher", type=Path, help="a stored teacher folder (default: the run's)")
+    parser.add_argument("--precision", help="the stored teacher's precision policy (default: the run's)")
     args = parser.parse_args()
     started = time.perf_counter()
 
@@ -39,7 +43,15 @@ def main() -> None:
     from kdtl.models import build_teacher
     from kdtl.teachers import WEIGHTS, evaluate, score, with_tta
 
-    summary = json.loads((args.run / "summary.json").read_text())
+    if args.teacher:
+        if not args.precision:
+            sys.exit("error: --teacher needs --precision (the policy the teacher was trained in)")
+        meta = json.loads((args.teacher / "meta.json").read_text())
+        summary = {"teacher": {"name": meta["teacher"]["name"], "key": meta["key"],
+                               "path": str(args.teacher), "tta": meta["teacher"].get("tta")},
+                   "teacher_precision": args.precision}
+    else:
+        summary = json.loads((args.run / "summary.json").read_text())
     if not summary.get("teacher") or not summary["teacher"].get("path"):
         sys.exit(f"error: {args.run} used no stored teacher")
     cfg = validate(OmegaConf.load(args.run / "config.yaml"))
