@@ -59,6 +59,9 @@ class OptimizerConfig:
     clipnorm: Optional[float] = None
     momentum: Optional[float] = None
     nesterov: Optional[bool] = None
+    bias_lr_scale: Optional[float] = None
+    """Multiplies the learning rate of biases and normalisation parameters,
+    which are then decayed like the weights; null: 1, and not decayed."""
 
 
 @dataclass
@@ -97,6 +100,8 @@ class TeacherTrainingConfig:
     (e.g. ``{cutout: 8}``); null: the student's augmentation."""
     label_smoothing: Optional[float] = None
     """Of the labels in the teacher's cross-entropy; null or 0: none."""
+    bias_lr_scale: Optional[float] = None
+    """``optimizer.bias_lr_scale`` for the teacher stage (null: 1)."""
 
 
 @dataclass
@@ -201,6 +206,8 @@ def _check_values(cfg: DictConfig) -> None:
     need(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
     need(o.schedule in SCHEDULES,
          f"optimizer.schedule must be one of {', '.join(SCHEDULES)}, got {o.schedule!r}")
+    need(o.bias_lr_scale is None or o.bias_lr_scale > 0,
+         f"optimizer.bias_lr_scale must be > 0 or null, got {o.bias_lr_scale}")
     need(0 <= o.warmup_epochs < t.epochs,
          f"optimizer.warmup_epochs must be in [0, trainer.epochs), got {o.warmup_epochs}")
     augment = cfg.data.get("augment")
@@ -219,6 +226,8 @@ def _check_values(cfg: DictConfig) -> None:
         need(training.batch_size > 0, f"teacher.training.batch_size must be > 0, got {training.batch_size}")
         smoothing = training.get("label_smoothing") or 0.0
         need(0 <= smoothing < 1, f"teacher.training.label_smoothing must be in [0, 1), got {smoothing}")
+        scale = training.get("bias_lr_scale")
+        need(scale is None or scale > 0, f"teacher.training.bias_lr_scale must be > 0 or null, got {scale}")
         own = training.get("augment")
         if own:
             need(augment is not None, f"teacher.training.augment replaces data.augment settings, but "

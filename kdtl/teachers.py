@@ -153,7 +153,8 @@ def _fit(built: BuiltModel, cfg, data, live: bool, partial: Path) -> tuple[list[
                                    initial_epoch=initial_epoch, augment=augment)
     optimizer_cfg = OmegaConf.merge(cfg.optimizer, {
         "learning_rate": training.learning_rate, "weight_decay": training.weight_decay,
-        "warmup_epochs": 0.0, "name": training.get("optimizer") or cfg.optimizer.name})
+        "warmup_epochs": 0.0, "name": training.get("optimizer") or cfg.optimizer.name,
+        "bias_lr_scale": training.get("bias_lr_scale")})
     optimizer = fit_hook(optimizer_cfg, steps) if fit_hook else optimizers.build(
         optimizer_cfg, steps, training.epochs)
     trainer = Distiller(built.model, alpha=0.0, label_smoothing=training.get("label_smoothing") or 0.0)

@@ -34,15 +34,17 @@ from kdtl.distiller import STUDENT, Distiller  # noqa: E402
 from kdtl.models import build_student, build_teacher  # noqa: E402
 
 PLAIN = ["teacher.whiten=null", "teacher.activation=null", "teacher.bn_scale=null",
-         "teacher.pool_first=null"]
+         "teacher.pool_first=null", "teacher.ghost_batch=null"]
 MODELS = {
     "resnet (He et al., depth 20, widths 32/64/128)": ("teacher", ["teacher=resnet"]),
     "resnet9 (Page 2018, widths 32/64/128/256)": ("teacher", ["teacher=resnet9", *PLAIN]),
     "resnet9 (Page 2018, widths 64/128/256/512)": ("teacher", ["teacher=resnet9", *PLAIN,
                                                                "teacher.widths=[64,128,256,512]"]),
     "resnet9 (32/64/128/256) + whiten, celu, frozen BN scale": (
-        "teacher", ["teacher=resnet9", "teacher.pool_first=null"]),
-    "resnet9 (32/64/128/256) + whiten, celu, frozen BN scale, pool first (default)": (
+        "teacher", ["teacher=resnet9", "teacher.pool_first=null", "teacher.ghost_batch=null"]),
+    "resnet9 (32/64/128/256) + whiten, celu, frozen BN scale, pool first": (
+        "teacher", ["teacher=resnet9", "teacher.ghost_batch=null"]),
+    "resnet9 (32/64/128/256) + whiten, celu, frozen BN scale, pool first, ghost batch norm (default)": (
         "teacher", ["teacher=resnet9"]),
     "vgg student (32/64/128)": ("student", []),
 }
@@ -102,13 +104,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "results" / "bench")
+    parser.add_argument("--only", default=None,
+                        help="measure only the models whose name contains this text (prints, writes nothing)")
     args = parser.parse_args()
     started = time.perf_counter()
     keras.mixed_precision.set_global_policy(args.precision)
     rows = {}
     for name, (role, overrides) in MODELS.items():
+        if args.only and args.only not in name:
+            continue
         rows[name] = measure(role, overrides, args.batch_size, args.steps, args.repeats)
         print(name, rows[name], flush=True)
+    if args.only:
+        return
     lines = [f"# CIFAR-10 models: training and forward cost ({args.precision}, batch {args.batch_size})",
              "", "| model | parameters | train ms/example | forward ms/example | s per 45k-image epoch |",
              "|---|---|---|---|---|"]

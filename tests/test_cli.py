@@ -40,6 +40,9 @@ BAD = {
     "tta on a text teacher": (["+teacher.tta=flip"], "Key 'tta' not in"),
     "teacher label smoothing 1": (["teacher.training.label_smoothing=1"],
                                   "teacher.training.label_smoothing must be in"),
+    "bias learning-rate scale 0": (["optimizer.bias_lr_scale=0"], "optimizer.bias_lr_scale must be > 0"),
+    "teacher bias learning-rate scale negative": (["teacher.training.bias_lr_scale=-1"],
+                                                  "teacher.training.bias_lr_scale must be > 0"),
 }
 
 

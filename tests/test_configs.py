@@ -85,16 +85,19 @@ def test_new_teacher_options_left_null_keep_stored_teachers_and_set_ones_do_not(
     from kdtl.teachers import teacher_key
 
     data = SimpleNamespace(fingerprint="f")
-    tricks = {"whiten": "true", "activation": "celu", "bn_scale": "false", "pool_first": "true"}
+    tricks = {"whiten": "true", "activation": "celu", "bn_scale": "false", "pool_first": "true",
+              "ghost_batch": "32", "training.bias_lr_scale": "64", "training.label_smoothing": "0.2"}
     plain = [f"teacher.{name}=null" for name in tricks]
     key = lambda *o: teacher_key(compose_config(["task=cifar10", *o]), data, "float32")  # noqa: E731
     # A config from before these settings existed: the same teacher, the same key.
     before = OmegaConf.to_container(compose_config(["task=cifar10", *plain]), resolve=True)
     for name in tricks:
-        del before["teacher"][name]
-    del before["teacher"]["training"]["label_smoothing"]
+        *parents, leaf = name.split(".")
+        node = before["teacher"]
+        for parent in parents:
+            node = node[parent]
+        del node[leaf]
     before = OmegaConf.create(before)
     assert teacher_key(before, data, "float32") == key(*plain)
     one_each = [key(*plain, f"teacher.{name}={value}") for name, value in tricks.items()]
-    assert len({key(*plain), key(), *one_each,
-                key(*plain, "teacher.training.label_smoothing=0.2")}) == 7
+    assert len({key(*plain), key(), *one_each}) == 2 + len(tricks)

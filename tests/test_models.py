@@ -7,7 +7,7 @@ import pytest
 from kdtl.data import DataBundle, Split
 from kdtl.errors import ConfigError
 from kdtl.models import build_student, build_teacher
-from kdtl.models.convnets import patch_whitening
+from kdtl.models.convnets import GhostBatchNormalization, patch_whitening
 from tests.conftest import compose_config
 
 
@@ -25,6 +25,8 @@ CASES = {
     "resnet9-tricks": (build_teacher, ["task=cifar10", "teacher=resnet9", "teacher.widths=[4,4,8,8]",
                                        "teacher.whiten=true", "teacher.activation=celu",
                                        "teacher.bn_scale=false", "teacher.pool_first=true"]),
+    "resnet9-ghost-bn": (build_teacher, ["task=cifar10", "teacher=resnet9", "teacher.widths=[4,4,8,8]",
+                                         "teacher.ghost_batch=2"]),
 }
 
 
@@ -72,6 +74,37 @@ def test_resnet9_at_pages_widths_has_its_parameter_count():
     params = build_teacher(cfg.teacher, image_bundle()).model.count_params()
     # Page's ResNet-9 (Myrtle.ai, 2018): 6.57M parameters.
     assert 6.5e6 < params < 6.6e6
+
+
+def test_ghost_batch_norm_normalises_each_group_of_the_batch_on_its_own():
+    x = np.random.default_rng(0).normal(2.0, 3.0, (10, 4, 4, 5)).astype(np.float32)
+    layer = GhostBatchNormalization(4, scale=False, momentum=0.0)
+    y = layer(x, training=True).numpy()
+    groups = [slice(0, 4), slice(4, 8), slice(8, 10)]  # the last one smaller
+    for group in groups:
+        part = x[group]
+        expected = (part - part.mean((0, 1, 2))) / np.sqrt(part.var((0, 1, 2)) + 1e-3)
+        np.testing.assert_allclose(y[group], expected, atol=1e-4)
+    # Groups differ, so this is not batch norm over the whole batch...
+    whole = keras.layers.BatchNormalization(scale=False)(x, training=True).numpy()
+    assert np.abs(y - whole).max() > 0.1
+    # ...which it is when the group holds the whole batch.
+    one_group = GhostBatchNormalization(32, scale=False)(x, training=True).numpy()
+    np.testing.assert_allclose(one_group, whole, atol=1e-4)
+    # Moving statistics (momentum 0: the last batch's): the groups' mean statistics.
+    np.testing.assert_allclose(layer.moving_mean.numpy(),
+                               np.mean([x[g].mean((0, 1, 2)) for g in groups], 0), atol=1e-4)
+    np.testing.assert_allclose(layer.moving_variance.numpy(),
+                               np.mean([x[g].var((0, 1, 2)) for g in groups], 0), atol=1e-4)
+    inference = layer(x, training=False).numpy()
+    np.testing.assert_allclose(inference, (x - layer.moving_mean.numpy())
+                               / np.sqrt(layer.moving_variance.numpy() + 1e-3), atol=1e-4)
+
+
+def test_resnet9_ghost_batch_must_be_positive():
+    cfg = compose_config(["task=cifar10", "teacher=resnet9", "teacher.ghost_batch=0"])
+    with pytest.raises(ConfigError, match="teacher.ghost_batch"):
+        build_teacher(cfg.teacher, image_bundle())
 
 
 def test_resnet9_needs_four_widths():

@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers
 from omegaconf import MISSING
 
@@ -58,6 +59,9 @@ class ResNet9Config(ImageTeacherConfig):
     pool_first: Optional[bool] = None
     """true: each layer max-pools its conv output before batch norm and
     activation (null: after them)."""
+    ghost_batch: Optional[int] = None
+    """Examples per batch-norm group in training (ghost batch norm; 32 in
+    Page 2019); null: statistics of the whole batch."""
 
 
 ACTIVATIONS = ("relu", "celu")
@@ -78,19 +82,88 @@ class CELU(layers.Layer):
         return {**super().get_config(), "alpha": self.alpha}
 
 
+@keras.saving.register_keras_serializable(package="kdtl")
+class GhostBatchNormalization(layers.Layer):
+    """Batch normalisation whose training statistics come from groups of
+    ``ghost_batch`` consecutive examples rather than the whole batch (Hoffer
+    et al. 2017, "Train longer, generalize better"; Page 2019): the noisier
+    statistics regularise. The last group of a batch may be smaller. At
+    inference it uses moving averages of the groups' mean statistics, as
+    ``BatchNormalization`` does of the batch's. Channels last."""
+
+    def __init__(self, ghost_batch: int = 32, momentum: float = 0.99, epsilon: float = 1e-3,
+                 center: bool = True, scale: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        if int(ghost_batch) < 1:
+            raise ValueError(f"ghost_batch must be >= 1, got {ghost_batch}")
+        self.ghost_batch = int(ghost_batch)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+
+    def build(self, input_shape):
+        channels = (input_shape[-1],)
+        self.gamma = self.add_weight(shape=channels, initializer="ones", name="gamma",
+                                     autocast=False) if self.scale else None
+        self.beta = self.add_weight(shape=channels, initializer="zeros", name="beta",
+                                    autocast=False) if self.center else None
+        self.moving_mean = self.add_weight(shape=channels, initializer="zeros", trainable=False,
+                                           name="moving_mean", autocast=False)
+        self.moving_variance = self.add_weight(shape=channels, initializer="ones", trainable=False,
+                                               name="moving_variance", autocast=False)
+
+    def call(self, inputs, training=False):
+        x = tf.cast(inputs, tf.float32)
+        axes = list(range(1, len(x.shape) - 1))
+        broadcast = [-1] + [1] * len(axes) + [x.shape[-1]]
+        if training:
+            batch = tf.shape(x)[0]
+            group = tf.range(batch) // self.ghost_batch
+            groups = (batch + self.ghost_batch - 1) // self.ghost_batch
+            mean = tf.math.unsorted_segment_mean(tf.reduce_mean(x, axes), group, groups)
+            centred = x - tf.reshape(tf.gather(mean, group), broadcast)
+            variance = tf.math.unsorted_segment_mean(
+                tf.reduce_mean(tf.square(centred), axes), group, groups)
+            inverse = tf.reshape(tf.gather(tf.math.rsqrt(variance + self.epsilon), group), broadcast)
+            for moving, value in ((self.moving_mean, mean), (self.moving_variance, variance)):
+                moving.assign(moving * self.momentum + tf.reduce_mean(value, 0) * (1.0 - self.momentum))
+        else:
+            centred = x - self.moving_mean
+            inverse = tf.math.rsqrt(self.moving_variance + self.epsilon)
+        y = centred * inverse
+        if self.gamma is not None:
+            y = y * self.gamma
+        if self.beta is not None:
+            y = y + self.beta
+        return tf.cast(y, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "ghost_batch": self.ghost_batch, "momentum": self.momentum,
+                "epsilon": self.epsilon, "center": self.center, "scale": self.scale}
+
+
 def _activation(kind: str, name: str):
     return CELU(0.3, name=f"{name}_celu") if kind == "celu" else layers.ReLU(name=f"{name}_relu")
 
 
 def _conv_bn_act(x, filters: int, strides: int = 1, name: str = "", kernel_size: int = 3,
-                  activation: str = "relu", bn_scale: bool = True, pool: bool = False):
+                  activation: str = "relu", bn_scale: bool = True, pool: bool = False,
+                  ghost_batch: int | None = None):
     """conv, batch norm, activation; ``pool``: 2x2 max pooling between the
-    conv and the batch norm (Page 2019: a quarter of the normalising work)."""
+    conv and the batch norm (Page 2019: a quarter of the normalising work);
+    ``ghost_batch``: ghost batch norm over groups of that many examples."""
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
                       kernel_initializer="he_normal", name=f"{name}_conv")(x)
     if pool:
         x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
-    x = layers.BatchNormalization(scale=bn_scale, name=f"{name}_bn")(x)
+    if ghost_batch:
+        x = GhostBatchNormalization(ghost_batch, scale=bn_scale, name=f"{name}_bn")(x)
+    else:
+        x = layers.BatchNormalization(scale=bn_scale, name=f"{name}_bn")(x)
     return _activation(activation, name)(x)
 
 
@@ -168,7 +241,7 @@ def resnet(data, depth: int, widths, num_classes: int, name: str = "resnet") -> 
 
 def resnet9(data, widths, num_classes: int, logit_scale: float, name: str = "resnet9",
             whiten: bool = False, activation: str = "relu", bn_scale: bool = True,
-            pool_first: bool = False) -> keras.Model:
+            pool_first: bool = False, ghost_batch: int | None = None) -> keras.Model:
     """The ResNet-9 of Myrtle.ai's DAWNBench entry (D. Page, "How to train your
     ResNet", 2018): a conv-BN-ReLU stem, then three layers of conv-BN-ReLU and
     2x2 max pooling, the 1st and 3rd followed by a residual block of two
@@ -181,13 +254,16 @@ def resnet9(data, widths, num_classes: int, logit_scale: float, name: str = "res
     with fixed patch-whitening filters of ``data``'s training images and a
     1x1 conv; ``activation="celu"``; ``bn_scale=False`` freezes the
     batch-norm scales at 1; ``pool_first`` max-pools each layer's conv output
-    before its batch norm and activation instead of after."""
+    before its batch norm and activation instead of after; ``ghost_batch``
+    normalises over groups of that many examples in training."""
     if len(widths) != 4 or min(widths) < 1:
         raise ConfigError(f"teacher.widths must list 4 positive widths (stem, 3 layers), got {list(widths)}")
     if activation not in ACTIVATIONS:
         raise ConfigError(f"teacher.activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     inputs, x = _image_input(data, "teacher 'resnet9'")
-    block = dict(activation=activation, bn_scale=bn_scale)
+    if ghost_batch is not None and ghost_batch < 1:
+        raise ConfigError(f"teacher.ghost_batch must be a positive number of examples or null, got {ghost_batch}")
+    block = dict(activation=activation, bn_scale=bn_scale, ghost_batch=ghost_batch)
     if whiten:
         kernel = patch_whitening(data.train.inputs)
         whitening = layers.Conv2D(kernel.shape[-1], 3, padding="same", use_bias=False,
@@ -230,4 +306,4 @@ def build_resnet9_teacher(cfg, data) -> BuiltModel:
     return BuiltModel(resnet9(data, cfg.widths, cfg.num_classes or data.num_classes,
                               cfg.logit_scale, name="teacher_resnet9", whiten=bool(cfg.whiten),
                               activation=cfg.activation or "relu", bn_scale=cfg.bn_scale is not False,
-                              pool_first=bool(cfg.pool_first)))
+                              pool_first=bool(cfg.pool_first), ghost_batch=cfg.ghost_batch))
