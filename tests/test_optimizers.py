@@ -7,15 +7,22 @@ from omegaconf import OmegaConf
 from kdtl import optimizers
 
 
-def one_step(bias_lr_scale):
-    """The change one SGD step makes to a dense layer's kernel and bias."""
+def dense_with(bias_lr_scale, **settings):
+    """A compiled one-layer model whose SGD comes from ``optimizers.build``."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    before = [v.numpy().copy() for v in model.weights]
     cfg = OmegaConf.create({"name": "sgd", "learning_rate": 0.1, "weight_decay": 0.0,
                             "schedule": "constant", "warmup_epochs": 0.0, "clipnorm": None,
-                            "momentum": 0.9, "nesterov": True, "bias_lr_scale": bias_lr_scale})
+                            "momentum": 0.9, "nesterov": True, "bias_lr_scale": bias_lr_scale,
+                            **settings})
     model.compile(optimizers.build(cfg, steps_per_epoch=1, epochs=1), "mse")
+    return model
+
+
+def one_step(bias_lr_scale):
+    """The change one SGD step makes to a dense layer's kernel and bias."""
+    model = dense_with(bias_lr_scale)
+    before = [v.numpy().copy() for v in model.weights]
     model.fit(np.ones((4, 3)), np.full((4, 2), 3.0), batch_size=4, epochs=1, verbose=0)
     return [v.numpy() - b for v, b in zip(model.weights, before)]
 
@@ -28,15 +35,10 @@ def test_bias_lr_scale_multiplies_only_the_biases_step():
 
 
 def test_biases_are_decayed_only_with_a_bias_lr_scale():
-    # Keras initialises Dense biases at 0; set one so that decay shows.
     def decayed_bias(scale):
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        model = dense_with(scale, weight_decay=0.5, momentum=0.0, nesterov=False)
+        # Keras initialises Dense biases at 0; set them so that decay shows.
         model.layers[0].bias.assign(np.ones(2, np.float32))
-        cfg = OmegaConf.create({"name": "sgd", "learning_rate": 0.1, "weight_decay": 0.5,
-                                "schedule": "constant", "warmup_epochs": 0.0, "clipnorm": None,
-                                "momentum": 0.0, "nesterov": False, "bias_lr_scale": scale})
-        model.compile(optimizers.build(cfg, steps_per_epoch=1, epochs=1), "mse")
         # Targets equal to the outputs: a zero gradient, so only the decay moves the bias.
         x = np.zeros((4, 3), np.float32)
         model.fit(x, model.predict(x, verbose=0), batch_size=4, epochs=1, verbose=0)

@@ -115,9 +115,9 @@ class GhostBatchNormalization(layers.Layer):
 
     def call(self, inputs, training=False):
         x = tf.cast(inputs, tf.float32)
-        axes = list(range(1, len(x.shape) - 1))
-        broadcast = [-1] + [1] * len(axes) + [x.shape[-1]]
         if training:
+            axes = list(range(1, len(x.shape) - 1))
+            broadcast = [-1] + [1] * len(axes) + [x.shape[-1]]
             batch = tf.shape(x)[0]
             group = tf.range(batch) // self.ghost_batch
             groups = (batch + self.ghost_batch - 1) // self.ghost_batch
