@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import REPO, provenance, write  # noqa: E402
 
@@ -42,6 +44,12 @@ def _row(label: str, model: dict) -> dict:
             "parameters": model["parameters"], "saved_bytes": model["saved_bytes"],
             "ms_per_example_batch_1": latency.get("batch_1"),
             "ms_per_example_batch_64": latency.get("batch_64")}
+
+
+def _at_least(accuracy: float, target: float) -> bool:
+    """Keras accumulates accuracy in float32, so 9,000 right of 10,000 is
+    recorded as 0.89999998: compare at that precision, where it is 0.9."""
+    return bool(np.float32(accuracy) >= np.float32(target))
 
 
 def main() -> None:
@@ -74,10 +82,10 @@ def main() -> None:
         checks.append((f"teacher test accuracy >= {args.teacher_target:g}"
                        + (f" (with {tta} TTA; {teacher['test_accuracy_single_view']:.4f} without)"
                           if tta else ""),
-                       teacher["test_accuracy"] >= args.teacher_target))
+                       _at_least(teacher["test_accuracy"], args.teacher_target)))
     if args.student_target is not None:
         checks.append((f"student distilled test accuracy >= {args.student_target:g}",
-                       distilled["student"]["test_accuracy"] >= args.student_target))
+                       _at_least(distilled["student"]["test_accuracy"], args.student_target)))
     checks.append(("student distilled above the same student trained directly",
                    distilled["student"]["test_accuracy"] > direct["student"]["test_accuracy"]))
     if args.minutes_target is not None:

@@ -188,6 +188,29 @@ def test_augment_crops_and_flips_deterministically():
     assert augment.__name__ and make_augment(AugmentConfig(crop_padding=0, flip=False), 0) is None
 
 
+def test_alternate_flip_mirrors_each_image_in_every_other_epoch():
+    import tensorflow as tf
+
+    from kdtl.data.images import AugmentConfig, make_augment
+
+    images = np.arange(200 * 4 * 4, dtype=np.uint8).reshape(200, 4, 4, 1).repeat(3, -1)
+    indices = tf.range(200)
+
+    def flipped(augment, epoch):
+        out = augment(tf.constant(images), indices, tf.constant(epoch)).numpy()
+        mirrored = (out == images[:, :, ::-1]).all((1, 2, 3))
+        assert (mirrored | (out == images).all((1, 2, 3))).all()
+        return mirrored
+
+    alternate = make_augment(AugmentConfig(crop_padding=0, flip=True, alternate_flip=True), seed=0)
+    epochs = np.stack([flipped(alternate, epoch) for epoch in range(4)])
+    assert (epochs[1:] != epochs[:-1]).all()  # every image, every epoch
+    assert 0.3 < epochs[0].mean() < 0.7  # the start is random per image
+    random = make_augment(AugmentConfig(crop_padding=0, flip=True), seed=0)
+    epochs = np.stack([flipped(random, epoch) for epoch in range(4)])
+    assert (epochs[1:] == epochs[:-1]).any()  # random flips repeat sometimes
+
+
 def test_cutout_erases_one_square_per_image_where_its_seed_says():
     import tensorflow as tf
 
@@ -223,10 +246,16 @@ def test_teacher_augment_overrides_are_checked():
     base = OmegaConf.create({"crop_padding": 4, "flip": True})
     merged = merge_augment(base, {"cutout": 8})
     assert (merged.crop_padding, merged.flip, merged.cutout) == (4, True, 8)
+    # A null keeps the student's setting (the resnet9 teacher names them all).
+    merged = merge_augment(base, OmegaConf.create({"crop_padding": None, "flip": None,
+                                                   "alternate_flip": True, "cutout": None}))
+    assert (merged.crop_padding, merged.flip, merged.alternate_flip, merged.cutout) == (4, True, True, None)
     with pytest.raises(ConfigError, match="cutot"):
         merge_augment(base, {"cutot": 8})
     with pytest.raises(DataError, match="cutout must be >= 0"):
         merge_augment(base, {"cutout": -1})
+    with pytest.raises(DataError, match="alternate_flip needs teacher.training.augment.flip"):
+        merge_augment(base, {"flip": False, "alternate_flip": True})
 
 
 # --- text ---------------------------------------------------------------------

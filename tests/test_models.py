@@ -107,6 +107,20 @@ def test_resnet9_ghost_batch_must_be_positive():
         build_teacher(cfg.teacher, image_bundle())
 
 
+@pytest.mark.parametrize("ghost_batch", ["32", "null"])
+def test_resnet9_bn_momentum_reaches_every_batch_norm(ghost_batch):
+    base = ["task=cifar10", "teacher=resnet9", "teacher.widths=[4,4,8,8]", f"teacher.ghost_batch={ghost_batch}"]
+    model = build_teacher(compose_config(base + ["teacher.bn_momentum=0.6"]).teacher, image_bundle()).model
+    norms = [layer for layer in model.layers
+             if isinstance(layer, (GhostBatchNormalization, keras.layers.BatchNormalization))]
+    assert len(norms) == 8 and {layer.momentum for layer in norms} == {0.6}
+    assert all(isinstance(layer, GhostBatchNormalization) == (ghost_batch == "32") for layer in norms)
+    default = build_teacher(compose_config(base + ["teacher.bn_momentum=null"]).teacher, image_bundle())
+    assert {layer.momentum for layer in default.model.layers if hasattr(layer, "moving_mean")} == {0.99}
+    with pytest.raises(ConfigError, match=r"teacher.bn_momentum must be in \[0, 1\)"):
+        build_teacher(compose_config(base + ["teacher.bn_momentum=1.0"]).teacher, image_bundle())
+
+
 def test_resnet9_needs_four_widths():
     cfg = compose_config(["task=cifar10", "teacher=resnet9", "teacher.widths=[8,16,32]"])
     with pytest.raises(ConfigError, match="4 positive widths"):

@@ -62,6 +62,9 @@ class ResNet9Config(ImageTeacherConfig):
     ghost_batch: Optional[int] = None
     """Examples per batch-norm group in training (ghost batch norm; 32 in
     Page 2019); null: statistics of the whole batch."""
+    bn_momentum: Optional[float] = None
+    """Weight of the old value in the batch-norm moving statistics per step
+    (Keras's convention: PyTorch's momentum m is 1 - m here); null: 0.99."""
 
 
 ACTIVATIONS = ("relu", "celu")
@@ -152,18 +155,20 @@ def _activation(kind: str, name: str):
 
 def _conv_bn_act(x, filters: int, strides: int = 1, name: str = "", kernel_size: int = 3,
                   activation: str = "relu", bn_scale: bool = True, pool: bool = False,
-                  ghost_batch: int | None = None):
+                  ghost_batch: int | None = None, bn_momentum: float = 0.99):
     """conv, batch norm, activation; ``pool``: 2x2 max pooling between the
     conv and the batch norm (Page 2019: a quarter of the normalising work);
-    ``ghost_batch``: ghost batch norm over groups of that many examples."""
+    ``ghost_batch``: ghost batch norm over groups of that many examples;
+    ``bn_momentum``: of the moving statistics (Keras's convention)."""
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
                       kernel_initializer="he_normal", name=f"{name}_conv")(x)
     if pool:
         x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
     if ghost_batch:
-        x = GhostBatchNormalization(ghost_batch, scale=bn_scale, name=f"{name}_bn")(x)
+        x = GhostBatchNormalization(ghost_batch, momentum=bn_momentum, scale=bn_scale,
+                                    name=f"{name}_bn")(x)
     else:
-        x = layers.BatchNormalization(scale=bn_scale, name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, scale=bn_scale, name=f"{name}_bn")(x)
     return _activation(activation, name)(x)
 
 
@@ -241,7 +246,8 @@ def resnet(data, depth: int, widths, num_classes: int, name: str = "resnet") -> 
 
 def resnet9(data, widths, num_classes: int, logit_scale: float, name: str = "resnet9",
             whiten: bool = False, activation: str = "relu", bn_scale: bool = True,
-            pool_first: bool = False, ghost_batch: int | None = None) -> keras.Model:
+            pool_first: bool = False, ghost_batch: int | None = None,
+            bn_momentum: float = 0.99) -> keras.Model:
     """The ResNet-9 of Myrtle.ai's DAWNBench entry (D. Page, "How to train your
     ResNet", 2018): a conv-BN-ReLU stem, then three layers of conv-BN-ReLU and
     2x2 max pooling, the 1st and 3rd followed by a residual block of two
@@ -255,7 +261,8 @@ def resnet9(data, widths, num_classes: int, logit_scale: float, name: str = "res
     1x1 conv; ``activation="celu"``; ``bn_scale=False`` freezes the
     batch-norm scales at 1; ``pool_first`` max-pools each layer's conv output
     before its batch norm and activation instead of after; ``ghost_batch``
-    normalises over groups of that many examples in training."""
+    normalises over groups of that many examples in training; ``bn_momentum``
+    is the weight of the old value in the batch-norm moving statistics."""
     if len(widths) != 4 or min(widths) < 1:
         raise ConfigError(f"teacher.widths must list 4 positive widths (stem, 3 layers), got {list(widths)}")
     if activation not in ACTIVATIONS:
@@ -263,7 +270,10 @@ def resnet9(data, widths, num_classes: int, logit_scale: float, name: str = "res
     inputs, x = _image_input(data, "teacher 'resnet9'")
     if ghost_batch is not None and ghost_batch < 1:
         raise ConfigError(f"teacher.ghost_batch must be a positive number of examples or null, got {ghost_batch}")
-    block = dict(activation=activation, bn_scale=bn_scale, ghost_batch=ghost_batch)
+    if not 0.0 <= bn_momentum < 1.0:
+        raise ConfigError(f"teacher.bn_momentum must be in [0, 1) or null, got {bn_momentum}")
+    block = dict(activation=activation, bn_scale=bn_scale, ghost_batch=ghost_batch,
+                 bn_momentum=bn_momentum)
     if whiten:
         kernel = patch_whitening(data.train.inputs)
         whitening = layers.Conv2D(kernel.shape[-1], 3, padding="same", use_bias=False,
@@ -306,4 +316,5 @@ def build_resnet9_teacher(cfg, data) -> BuiltModel:
     return BuiltModel(resnet9(data, cfg.widths, cfg.num_classes or data.num_classes,
                               cfg.logit_scale, name="teacher_resnet9", whiten=bool(cfg.whiten),
                               activation=cfg.activation or "relu", bn_scale=cfg.bn_scale is not False,
-                              pool_first=bool(cfg.pool_first), ghost_batch=cfg.ghost_batch))
+                              pool_first=bool(cfg.pool_first), ghost_batch=cfg.ghost_batch,
+                              bn_momentum=0.99 if cfg.bn_momentum is None else cfg.bn_momentum))
