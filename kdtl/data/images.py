@@ -38,8 +38,8 @@ class AugmentConfig:
     alternate_flip: Optional[bool] = None
     """With ``flip``: mirror each image in every other epoch, starting at
     random per image, rather than at random in each epoch (Jordan 2024,
-    "94% on CIFAR-10 in 3.29 seconds": fewer epochs see the same pair
-    twice); null = off."""
+    "94% on CIFAR-10 in 3.29 seconds": no two epochs in a row show an image
+    the same way round); null = off."""
     cutout: Optional[int] = None
     """Erase a square of this side to mid-grey, centred anywhere in the image
     (so it may be cut by the border; DeVries & Taylor 2017); null or 0 = off."""
