@@ -97,7 +97,8 @@ class TeacherTrainingConfig:
     """adamw | sgd; null: the same optimizer as the student's."""
     augment: Optional[Dict[str, Any]] = None
     """Replaces some of ``data.augment``'s settings in the teacher stage only
-    (e.g. ``{cutout: 8}``); null: the student's augmentation."""
+    (e.g. ``{cutout: 8}``); null, for the whole or for one setting: the
+    student's."""
     label_smoothing: Optional[float] = None
     """Of the labels in the teacher's cross-entropy; null or 0: none."""
     bias_lr_scale: Optional[float] = None

@@ -247,7 +247,7 @@ def resnet(data, depth: int, widths, num_classes: int, name: str = "resnet") -> 
 def resnet9(data, widths, num_classes: int, logit_scale: float, name: str = "resnet9",
             whiten: bool = False, activation: str = "relu", bn_scale: bool = True,
             pool_first: bool = False, ghost_batch: int | None = None,
-            bn_momentum: float = 0.99) -> keras.Model:
+            bn_momentum: float | None = None) -> keras.Model:
     """The ResNet-9 of Myrtle.ai's DAWNBench entry (D. Page, "How to train your
     ResNet", 2018): a conv-BN-ReLU stem, then three layers of conv-BN-ReLU and
     2x2 max pooling, the 1st and 3rd followed by a residual block of two
@@ -262,7 +262,8 @@ def resnet9(data, widths, num_classes: int, logit_scale: float, name: str = "res
     batch-norm scales at 1; ``pool_first`` max-pools each layer's conv output
     before its batch norm and activation instead of after; ``ghost_batch``
     normalises over groups of that many examples in training; ``bn_momentum``
-    is the weight of the old value in the batch-norm moving statistics."""
+    is the weight of the old value in the batch-norm moving statistics
+    (None: Keras's 0.99)."""
     if len(widths) != 4 or min(widths) < 1:
         raise ConfigError(f"teacher.widths must list 4 positive widths (stem, 3 layers), got {list(widths)}")
     if activation not in ACTIVATIONS:
@@ -270,6 +271,7 @@ def resnet9(data, widths, num_classes: int, logit_scale: float, name: str = "res
     inputs, x = _image_input(data, "teacher 'resnet9'")
     if ghost_batch is not None and ghost_batch < 1:
         raise ConfigError(f"teacher.ghost_batch must be a positive number of examples or null, got {ghost_batch}")
+    bn_momentum = 0.99 if bn_momentum is None else bn_momentum
     if not 0.0 <= bn_momentum < 1.0:
         raise ConfigError(f"teacher.bn_momentum must be in [0, 1) or null, got {bn_momentum}")
     block = dict(activation=activation, bn_scale=bn_scale, ghost_batch=ghost_batch,
@@ -317,4 +319,4 @@ def build_resnet9_teacher(cfg, data) -> BuiltModel:
                               cfg.logit_scale, name="teacher_resnet9", whiten=bool(cfg.whiten),
                               activation=cfg.activation or "relu", bn_scale=cfg.bn_scale is not False,
                               pool_first=bool(cfg.pool_first), ghost_batch=cfg.ghost_batch,
-                              bn_momentum=0.99 if cfg.bn_momentum is None else cfg.bn_momentum))
+                              bn_momentum=cfg.bn_momentum))
